@@ -1,0 +1,1 @@
+//! Thin typed clients for the kernel interfaces kproxy programs. No Kubernetes knowledge lives here.

@@ -1,0 +1,1 @@
+//! The command line (clap), with upstream kube-proxy's flag names.

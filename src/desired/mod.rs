@@ -1,0 +1,1 @@
+//! The pure compute: Services + EndpointSlices + Node + config -> desired state.

@@ -1,0 +1,8 @@
+//! kproxy: a kube-proxy reimplementation. Data flows one way:
+//! source -> tracker -> desired state -> mode -> dataplane -> kernel.
+
+pub mod cli;
+pub mod config;
+pub mod desired;
+pub mod source;
+pub mod tracker;

@@ -1,0 +1,1 @@
+//! The "no cluster" source: a directory or file of YAML/JSON manifests.
