@@ -1,1 +1,115 @@
-//! The pure compute: Services + EndpointSlices + Node + config -> desired state.
+//! The pure compute: Services + EndpointSlices + Node + options -> desired state. Every
+//! Kubernetes Service semantic kproxy implements is decided in this module and nowhere else.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::{
+    core::v1::{Node, Service},
+    discovery::v1::EndpointSlice,
+};
+use kproxy_modes::model::{DesiredState, FamilyState, IpFamily, ServicePort, SkippedObject};
+
+pub mod context;
+pub mod endpoints;
+pub mod service;
+
+pub use context::{DetectLocal, NodeContext, NodeFacts, ProxyOptions};
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The Service an EndpointSlice belongs to, as `(namespace, service name)`.
+pub fn slice_service(slice: &EndpointSlice) -> Option<(String, String)> {
+    let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    if name.is_empty() {
+        return None;
+    }
+    Some((namespace_of(&slice.metadata), name.clone()))
+}
+
+pub fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.namespace.clone().unwrap_or_else(|| "default".to_owned())
+}
+
+/// An empty desired state with the node's families, to fill with Service ports.
+pub fn empty_state(ctx: &NodeContext) -> DesiredState {
+    DesiredState {
+        node_name: ctx.node_name.clone(),
+        zone: ctx.zone.clone(),
+        families: ctx
+            .families
+            .iter()
+            .map(|(family, node)| FamilyState {
+                family: *family,
+                node: node.clone(),
+                services: BTreeMap::new(),
+            })
+            .collect(),
+        skipped: Vec::new(),
+    }
+}
+
+/// Files Service ports under their family.
+pub fn insert_ports(state: &mut DesiredState, ports: impl IntoIterator<Item = ServicePort>) {
+    for port in ports {
+        let family = IpFamily::of(&port.cluster_ip);
+        if let Some(f) = state.families.iter_mut().find(|f| f.family == family) {
+            f.services.insert(port.name.clone(), port);
+        }
+    }
+}
+
+/// The Node object that describes this node, if the list has it.
+pub fn own_node<'a>(nodes: impl IntoIterator<Item = &'a Node>, node_name: &str) -> Option<&'a Node> {
+    nodes.into_iter().find(|n| n.metadata.name.as_deref() == Some(node_name))
+}
+
+/// Computes the whole desired state from scratch. The tracker keeps the same result up to date
+/// incrementally; this is the reference it is tested against, and what `debug dump` uses.
+pub fn compute(opts: &ProxyOptions, services: &[Service], slices: &[EndpointSlice], node: Option<&Node>) -> DesiredState {
+    let facts = node.map(NodeFacts::from_node).unwrap_or_default();
+    let ctx = NodeContext::new(opts, &facts);
+    let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
+    let mut skipped = Vec::new();
+    for slice in slices {
+        match slice_service(slice) {
+            Some(key) => by_service.entry(key).or_default().push(slice),
+            None => skipped.push(skipped_slice(slice)),
+        }
+    }
+    let mut state = empty_state(&ctx);
+    for svc in services {
+        let key = (namespace_of(&svc.metadata), svc.metadata.name.clone().unwrap_or_default());
+        let svc_slices = by_service.get(&key).map(Vec::as_slice).unwrap_or_default();
+        match service::compute(&ctx, svc, svc_slices) {
+            Ok(ports) => insert_ports(&mut state, ports),
+            Err(outcome) => skipped.extend(skipped_service(svc, &outcome)),
+        }
+    }
+    skipped.sort();
+    state.skipped = skipped;
+    state
+}
+
+/// The skip record for a Service that produced no ports, if it was invalid (ignored Services,
+/// such as headless ones, are not problems).
+pub fn skipped_service(svc: &Service, outcome: &service::Outcome) -> Option<SkippedObject> {
+    match outcome {
+        service::Outcome::Ignored(_) => None,
+        service::Outcome::Invalid(reason) => Some(SkippedObject {
+            kind: "Service".into(),
+            namespace: namespace_of(&svc.metadata),
+            name: svc.metadata.name.clone().unwrap_or_default(),
+            reason: reason.clone(),
+        }),
+    }
+}
+
+pub fn skipped_slice(slice: &EndpointSlice) -> SkippedObject {
+    SkippedObject {
+        kind: "EndpointSlice".into(),
+        namespace: namespace_of(&slice.metadata),
+        name: slice.metadata.name.clone().unwrap_or_default(),
+        reason: format!("no {SERVICE_NAME_LABEL} label"),
+    }
+}

@@ -1,1 +1,255 @@
-//! The tracker: applies source events and keeps the desired state up to date.
+//! The tracker: applies source events to its object stores and keeps the desired state up to
+//! date, recomputing only the Services whose objects changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::{
+    core::v1::{Node, Service},
+    discovery::v1::EndpointSlice,
+};
+use kproxy_modes::model::{ChangeSet, DesiredState, IpFamily, ServicePortName, SkippedObject};
+use tracing::warn;
+
+use crate::{
+    desired::{self, NodeContext, NodeFacts, ProxyOptions, service},
+    source::{Event, Kind, Object},
+};
+
+/// `(namespace, name)` of a namespaced object.
+type Key = (String, String);
+
+pub struct Tracker {
+    opts: ProxyOptions,
+    services: BTreeMap<Key, Service>,
+    slices: BTreeMap<Key, EndpointSlice>,
+    /// Service key -> names of its slices.
+    slices_of: BTreeMap<Key, BTreeSet<String>>,
+    node: Option<Node>,
+    synced: BTreeSet<Kind>,
+    /// Services whose ports must be recomputed.
+    dirty: BTreeSet<Key>,
+    ctx: Option<NodeContext>,
+    state: Option<DesiredState>,
+    ports_of: BTreeMap<Key, Vec<ServicePortName>>,
+    skipped_services: BTreeMap<Key, SkippedObject>,
+    skipped_slices: BTreeMap<Key, SkippedObject>,
+}
+
+impl Tracker {
+    pub fn new(opts: ProxyOptions) -> Self {
+        Self {
+            opts,
+            services: BTreeMap::new(),
+            slices: BTreeMap::new(),
+            slices_of: BTreeMap::new(),
+            node: None,
+            synced: BTreeSet::new(),
+            dirty: BTreeSet::new(),
+            ctx: None,
+            state: None,
+            ports_of: BTreeMap::new(),
+            skipped_services: BTreeMap::new(),
+            skipped_slices: BTreeMap::new(),
+        }
+    }
+
+    /// True once the initial lists of Services, EndpointSlices and Nodes are all in: before
+    /// that, no desired state exists (programming from a partial list would drop Services).
+    pub fn is_ready(&self) -> bool {
+        [Kind::Service, Kind::EndpointSlice, Kind::Node]
+            .iter()
+            .all(|k| self.synced.contains(k))
+    }
+
+    pub fn apply(&mut self, event: Event) {
+        match event {
+            Event::Apply(obj) => self.upsert(obj),
+            Event::Delete(obj) => self.remove(&obj),
+            Event::Replace(kind, objects) => self.replace(kind, objects),
+        }
+    }
+
+    fn upsert(&mut self, obj: Object) {
+        match obj {
+            Object::Service(svc) => {
+                let key = key_of(&svc.metadata);
+                if self.services.get(&key) != Some(&svc) {
+                    self.services.insert(key.clone(), *svc);
+                    self.dirty.insert(key);
+                }
+            }
+            Object::EndpointSlice(slice) => {
+                let key = key_of(&slice.metadata);
+                if self.slices.get(&key) == Some(&slice) {
+                    return;
+                }
+                self.remove_slice(&key);
+                match desired::slice_service(&slice) {
+                    Some(svc) => {
+                        self.slices_of.entry(svc.clone()).or_default().insert(key.1.clone());
+                        self.dirty.insert(svc);
+                    }
+                    None => {
+                        warn!(namespace = %key.0, name = %key.1, "skipping EndpointSlice without a {} label", desired::SERVICE_NAME_LABEL);
+                        self.skipped_slices.insert(key.clone(), desired::skipped_slice(&slice));
+                    }
+                }
+                self.slices.insert(key, *slice);
+            }
+            Object::Node(node) => {
+                if node.metadata.name.as_deref() == Some(self.opts.node_name.as_str()) {
+                    self.node = Some(*node);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, obj: &Object) {
+        match obj {
+            Object::Service(svc) => {
+                let key = key_of(&svc.metadata);
+                if self.services.remove(&key).is_some() {
+                    self.dirty.insert(key);
+                }
+            }
+            Object::EndpointSlice(slice) => self.remove_slice(&key_of(&slice.metadata)),
+            Object::Node(node) => {
+                if node.metadata.name.as_deref() == Some(self.opts.node_name.as_str()) {
+                    self.node = None;
+                }
+            }
+        }
+    }
+
+    fn remove_slice(&mut self, key: &Key) {
+        self.skipped_slices.remove(key);
+        let Some(old) = self.slices.remove(key) else { return };
+        if let Some(svc) = desired::slice_service(&old) {
+            if let Some(names) = self.slices_of.get_mut(&svc) {
+                names.remove(&key.1);
+                if names.is_empty() {
+                    self.slices_of.remove(&svc);
+                }
+            }
+            self.dirty.insert(svc);
+        }
+    }
+
+    /// A complete list of one kind: objects missing from it are deletions, and only objects that
+    /// differ from what is stored mark their Service dirty.
+    fn replace(&mut self, kind: Kind, objects: Vec<Object>) {
+        let incoming: BTreeSet<Key> = objects.iter().filter_map(object_key).collect();
+        match kind {
+            Kind::Service => {
+                let gone: Vec<Key> = self.services.keys().filter(|k| !incoming.contains(*k)).cloned().collect();
+                for key in gone {
+                    self.services.remove(&key);
+                    self.dirty.insert(key);
+                }
+            }
+            Kind::EndpointSlice => {
+                let gone: Vec<Key> = self.slices.keys().filter(|k| !incoming.contains(*k)).cloned().collect();
+                for key in gone {
+                    self.remove_slice(&key);
+                }
+            }
+            Kind::Node => {
+                let own = objects.iter().any(|o| matches!(o, Object::Node(n) if n.metadata.name.as_deref() == Some(self.opts.node_name.as_str())));
+                if !own {
+                    self.node = None;
+                }
+            }
+        }
+        for obj in objects.into_iter().filter(|o| o.kind() == kind) {
+            self.upsert(obj);
+        }
+        self.synced.insert(kind);
+    }
+
+    /// Brings the desired state up to date and says what changed since the previous call.
+    /// `None` until [`Tracker::is_ready`].
+    pub fn update(&mut self) -> Option<(&DesiredState, ChangeSet)> {
+        if !self.is_ready() {
+            return None;
+        }
+        let facts = self.node.as_ref().map(NodeFacts::from_node).unwrap_or_default();
+        let ctx = NodeContext::new(&self.opts, &facts);
+        let mut changes = ChangeSet::default();
+        if self.state.is_none() || self.ctx.as_ref() != Some(&ctx) {
+            // Node facts feed every Service's result: recompute all of them.
+            self.state = Some(desired::empty_state(&ctx));
+            self.ports_of.clear();
+            self.skipped_services.clear();
+            self.dirty = self.services.keys().cloned().collect();
+            self.ctx = Some(ctx);
+            changes = ChangeSet::full();
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        for key in dirty {
+            self.recompute(&key, &mut changes);
+        }
+        let state = self.state.as_mut()?;
+        state.skipped = self.skipped_services.values().chain(self.skipped_slices.values()).cloned().collect();
+        state.skipped.sort();
+        Some((self.state.as_ref()?, changes))
+    }
+
+    fn recompute(&mut self, key: &Key, changes: &mut ChangeSet) {
+        let (Some(ctx), Some(state)) = (self.ctx.as_ref(), self.state.as_mut()) else { return };
+        let mut old = BTreeMap::new();
+        for name in self.ports_of.remove(key).unwrap_or_default() {
+            for f in state.families.iter_mut() {
+                if let Some(p) = f.services.remove(&name) {
+                    old.insert((f.family, name.clone()), p);
+                }
+            }
+        }
+        self.skipped_services.remove(key);
+        let mut new_ports = Vec::new();
+        if let Some(svc) = self.services.get(key) {
+            let slices: Vec<&EndpointSlice> = self
+                .slices_of
+                .get(key)
+                .into_iter()
+                .flatten()
+                .filter_map(|name| self.slices.get(&(key.0.clone(), name.clone())))
+                .collect();
+            match service::compute(ctx, svc, &slices) {
+                Ok(ports) => new_ports = ports,
+                Err(outcome) => {
+                    if let Some(s) = desired::skipped_service(svc, &outcome) {
+                        warn!(service = %format!("{}/{}", key.0, key.1), reason = %s.reason, "skipping invalid Service");
+                        self.skipped_services.insert(key.clone(), s);
+                    }
+                }
+            }
+        }
+        let mut names = Vec::new();
+        for port in &new_ports {
+            let id = (IpFamily::of(&port.cluster_ip), port.name.clone());
+            if old.remove(&id).as_ref() != Some(port) {
+                changes.services.insert(port.name.clone());
+            }
+            if !names.contains(&port.name) {
+                names.push(port.name.clone());
+            }
+        }
+        changes.services.extend(old.into_keys().map(|(_, name)| name));
+        desired::insert_ports(state, new_ports);
+        if !names.is_empty() {
+            self.ports_of.insert(key.clone(), names);
+        }
+    }
+}
+
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
+    (desired::namespace_of(meta), meta.name.clone().unwrap_or_default())
+}
+
+fn object_key(obj: &Object) -> Option<Key> {
+    match obj {
+        Object::Service(s) => Some(key_of(&s.metadata)),
+        Object::EndpointSlice(s) => Some(key_of(&s.metadata)),
+        Object::Node(_) => None,
+    }
+}
