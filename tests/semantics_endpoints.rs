@@ -57,7 +57,11 @@ fn cases() -> Vec<Case> {
         Case {
             rule: "only ready endpoints are used while any exist (CategorizeEndpoints: ready endpoints by default)",
             spec: json!({}),
-            endpoints: json!([ready("10.0.1.1", None), ep("10.0.1.2", None, false, true, true), ep("10.0.1.3", None, false, false, false)]),
+            endpoints: json!([
+                ready("10.0.1.1", None),
+                ep("10.0.1.2", None, false, true, true),
+                ep("10.0.1.3", None, false, false, false)
+            ]),
             internal: &["10.0.1.1:80"],
             external: &["10.0.1.1:80"],
             has_any: true,
@@ -65,7 +69,10 @@ fn cases() -> Vec<Case> {
         Case {
             rule: "with no ready endpoint, serving terminating endpoints are used (KEP-1669 terminating fallback)",
             spec: json!({}),
-            endpoints: json!([ep("10.0.1.2", None, false, true, true), ep("10.0.1.3", None, false, false, true)]),
+            endpoints: json!([
+                ep("10.0.1.2", None, false, true, true),
+                ep("10.0.1.3", None, false, false, true)
+            ]),
             internal: &["10.0.1.2:80"],
             external: &["10.0.1.2:80"],
             has_any: true,
@@ -81,7 +88,10 @@ fn cases() -> Vec<Case> {
         Case {
             rule: "internalTrafficPolicy Local: cluster IP traffic goes only to endpoints on this node",
             spec: json!({"internalTrafficPolicy": "Local"}),
-            endpoints: json!([ready("10.0.1.1", Some(NODE)), ready("10.0.1.2", Some("other"))]),
+            endpoints: json!([
+                ready("10.0.1.1", Some(NODE)),
+                ready("10.0.1.2", Some("other"))
+            ]),
             internal: &["10.0.1.1:80"],
             // Not externally accessible: no external path, so no Cluster set is computed.
             external: &[],
@@ -98,7 +108,10 @@ fn cases() -> Vec<Case> {
         Case {
             rule: "externalTrafficPolicy Local: external traffic goes only to local endpoints, cluster IP traffic to all",
             spec: lb_local.clone(),
-            endpoints: json!([ready("10.0.1.1", Some(NODE)), ready("10.0.1.2", Some("other"))]),
+            endpoints: json!([
+                ready("10.0.1.1", Some(NODE)),
+                ready("10.0.1.2", Some("other"))
+            ]),
             internal: &["10.0.1.1:80", "10.0.1.2:80"],
             external: &["10.0.1.1:80"],
             has_any: true,
@@ -106,7 +119,10 @@ fn cases() -> Vec<Case> {
         Case {
             rule: "externalTrafficPolicy Local: the local set falls back to local serving terminating endpoints independently",
             spec: lb_local.clone(),
-            endpoints: json!([ep("10.0.1.1", Some(NODE), false, true, true), ready("10.0.1.2", Some("other"))]),
+            endpoints: json!([
+                ep("10.0.1.1", Some(NODE), false, true, true),
+                ready("10.0.1.2", Some("other"))
+            ]),
             internal: &["10.0.1.2:80"],
             external: &["10.0.1.1:80"],
             has_any: true,
@@ -114,7 +130,10 @@ fn cases() -> Vec<Case> {
         Case {
             rule: "externalTrafficPolicy is ignored for a ClusterIP Service without external IPs (ExternallyAccessible)",
             spec: json!({"externalTrafficPolicy": "Local"}),
-            endpoints: json!([ready("10.0.1.1", Some(NODE)), ready("10.0.1.2", Some("other"))]),
+            endpoints: json!([
+                ready("10.0.1.1", Some(NODE)),
+                ready("10.0.1.2", Some("other"))
+            ]),
             internal: &["10.0.1.1:80", "10.0.1.2:80"],
             external: &["10.0.1.1:80", "10.0.1.2:80"],
             has_any: true,
@@ -122,7 +141,10 @@ fn cases() -> Vec<Case> {
         Case {
             rule: "topology: when every ready endpoint has zone hints and one is for this zone, only those are used",
             spec: json!({"trafficDistribution": "PreferSameZone"}),
-            endpoints: json!([hinted("10.0.1.1", &["zone-a"], &[]), hinted("10.0.1.2", &["zone-b"], &[])]),
+            endpoints: json!([
+                hinted("10.0.1.1", &["zone-a"], &[]),
+                hinted("10.0.1.2", &["zone-b"], &[])
+            ]),
             internal: &["10.0.1.1:80"],
             external: &["10.0.1.1:80"],
             has_any: true,
@@ -130,7 +152,10 @@ fn cases() -> Vec<Case> {
         Case {
             rule: "topology (topology-mode Auto): hints are all-or-nothing, one ready endpoint without a hint disables them",
             spec: json!({}),
-            endpoints: json!([hinted("10.0.1.1", &["zone-a"], &[]), ready("10.0.1.2", None)]),
+            endpoints: json!([
+                hinted("10.0.1.1", &["zone-a"], &[]),
+                ready("10.0.1.2", None)
+            ]),
             internal: &["10.0.1.1:80", "10.0.1.2:80"],
             external: &["10.0.1.1:80", "10.0.1.2:80"],
             has_any: true,
@@ -138,7 +163,10 @@ fn cases() -> Vec<Case> {
         Case {
             rule: "topology: hints that name no endpoint for this zone are ignored (no black-holing)",
             spec: json!({"trafficDistribution": "PreferClose"}),
-            endpoints: json!([hinted("10.0.1.1", &["zone-b"], &[]), hinted("10.0.1.2", &["zone-c"], &[])]),
+            endpoints: json!([
+                hinted("10.0.1.1", &["zone-b"], &[]),
+                hinted("10.0.1.2", &["zone-c"], &[])
+            ]),
             internal: &["10.0.1.1:80", "10.0.1.2:80"],
             external: &["10.0.1.1:80", "10.0.1.2:80"],
             has_any: true,
@@ -146,7 +174,10 @@ fn cases() -> Vec<Case> {
         Case {
             rule: "trafficDistribution PreferSameNode: node hints take precedence over zone hints",
             spec: json!({"trafficDistribution": "PreferSameNode"}),
-            endpoints: json!([hinted("10.0.1.1", &["zone-a"], &[NODE]), hinted("10.0.1.2", &["zone-a"], &["other"])]),
+            endpoints: json!([
+                hinted("10.0.1.1", &["zone-a"], &[NODE]),
+                hinted("10.0.1.2", &["zone-a"], &["other"])
+            ]),
             internal: &["10.0.1.1:80"],
             external: &["10.0.1.1:80"],
             has_any: true,
@@ -165,7 +196,11 @@ fn cases() -> Vec<Case> {
         Case {
             rule: "topology: a not-ready endpoint's missing hint does not disable hints (only ready endpoints count)",
             spec: json!({}),
-            endpoints: json!([hinted("10.0.1.1", &["zone-a"], &[]), hinted("10.0.1.2", &["zone-b"], &[]), ep("10.0.1.3", None, false, false, false)]),
+            endpoints: json!([
+                hinted("10.0.1.1", &["zone-a"], &[]),
+                hinted("10.0.1.2", &["zone-b"], &[]),
+                ep("10.0.1.3", None, false, false, false)
+            ]),
             internal: &["10.0.1.1:80"],
             external: &["10.0.1.1:80"],
             has_any: true,
@@ -178,19 +213,36 @@ fn cases() -> Vec<Case> {
 fn each_endpoint_selection_rule_picks_the_documented_endpoints() {
     let mut failures = Vec::new();
     for case in cases() {
-        let state = compute(&[simple_service("svc", case.spec.clone())], &[simple_slice("svc", "svc-1", case.endpoints.clone())]);
+        let state = compute(
+            &[simple_service("svc", case.spec.clone())],
+            &[simple_slice("svc", "svc-1", case.endpoints.clone())],
+        );
         let port = only_port(&state);
-        let got = (addrs(port.internal_endpoints()), addrs(port.external_endpoints()), port.endpoints.has_any);
+        let got = (
+            addrs(port.internal_endpoints()),
+            addrs(port.external_endpoints()),
+            port.endpoints.has_any,
+        );
         let want = (
-            case.internal.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            case.external.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            case.internal
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+            case.external
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
             case.has_any,
         );
         if got != want {
             failures.push(format!("{}\n   got  {got:?}\n   want {want:?}", case.rule));
         }
     }
-    assert!(failures.is_empty(), "rules violated:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "rules violated:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// externalTrafficPolicy Local keeps the Cluster set for pod and node traffic to external VIPs
@@ -198,11 +250,31 @@ fn each_endpoint_selection_rule_picks_the_documented_endpoints() {
 #[test]
 fn external_policy_local_keeps_a_cluster_set_for_the_short_circuit() {
     let spec: Value = serde_json::from_str(LB_LOCAL).unwrap();
-    let eps = json!([ready("10.0.1.1", Some(NODE)), ready("10.0.1.2", Some("other"))]);
-    let state = compute(&[simple_service("svc", spec)], &[simple_slice("svc", "svc-1", eps)]);
+    let eps = json!([
+        ready("10.0.1.1", Some(NODE)),
+        ready("10.0.1.2", Some("other"))
+    ]);
+    let state = compute(
+        &[simple_service("svc", spec)],
+        &[simple_slice("svc", "svc-1", eps)],
+    );
     let port = only_port(&state);
-    assert_eq!(addrs(&port.endpoints.cluster), ["10.0.1.1:80", "10.0.1.2:80"]);
+    assert_eq!(
+        addrs(&port.endpoints.cluster),
+        ["10.0.1.1:80", "10.0.1.2:80"]
+    );
     assert_eq!(addrs(&port.endpoints.local), ["10.0.1.1:80"]);
-    let excluded: Vec<_> = port.endpoints.excluded.iter().map(|e| (e.addr.to_string(), e.reason)).collect();
-    assert_eq!(excluded, [("10.0.1.2:80".to_string(), kproxy_modes::model::ExclusionReason::RemoteUnderLocalPolicy)]);
+    let excluded: Vec<_> = port
+        .endpoints
+        .excluded
+        .iter()
+        .map(|e| (e.addr.to_string(), e.reason))
+        .collect();
+    assert_eq!(
+        excluded,
+        [(
+            "10.0.1.2:80".to_string(),
+            kproxy_modes::model::ExclusionReason::RemoteUnderLocalPolicy
+        )]
+    );
 }

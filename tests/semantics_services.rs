@@ -14,16 +14,38 @@ use support::*;
 #[test]
 fn services_for_another_proxy_headless_and_external_name_are_ignored() {
     let mut other = simple_service("other", json!({}));
-    other.metadata.labels = Some([("service.kubernetes.io/service-proxy-name".into(), "x".into())].into());
+    other.metadata.labels = Some(
+        [(
+            "service.kubernetes.io/service-proxy-name".into(),
+            "x".into(),
+        )]
+        .into(),
+    );
     let mut labelled = simple_service("labelled", json!({}));
     labelled.metadata.labels = Some([("service.kubernetes.io/headless".into(), "".into())].into());
-    let headless = simple_service("headless", json!({"clusterIP": "None", "clusterIPs": ["None"]}));
-    let ext = simple_service("ext", json!({"type": "ExternalName", "externalName": "example.com", "clusterIP": ""}));
+    let headless = simple_service(
+        "headless",
+        json!({"clusterIP": "None", "clusterIPs": ["None"]}),
+    );
+    let ext = simple_service(
+        "ext",
+        json!({"type": "ExternalName", "externalName": "example.com", "clusterIP": ""}),
+    );
     let kept = simple_service("kept", json!({"clusterIP": "172.30.0.9"}));
     let state = compute(&[other, labelled, headless, ext, kept], &[]);
-    let names: Vec<String> = state.family(IpFamily::V4).unwrap().services.keys().map(|n| n.name.clone()).collect();
+    let names: Vec<String> = state
+        .family(IpFamily::V4)
+        .unwrap()
+        .services
+        .keys()
+        .map(|n| n.name.clone())
+        .collect();
     assert_eq!(names, ["kept"]);
-    assert!(state.skipped.is_empty(), "ignored Services are not problems: {:?}", state.skipped);
+    assert!(
+        state.skipped.is_empty(),
+        "ignored Services are not problems: {:?}",
+        state.skipped
+    );
 }
 
 /// "A Service can be backed by several EndpointSlices; kube-proxy merges them and de-duplicates
@@ -31,26 +53,55 @@ fn services_for_another_proxy_headless_and_external_name_are_ignored() {
 #[test]
 fn several_slices_merge_and_a_duplicated_address_counts_once() {
     let svc = simple_service("svc", json!({}));
-    let a = simple_slice("svc", "svc-a", json!([{"addresses": ["10.0.1.1"]}, {"addresses": ["10.0.1.2"]}]));
-    let b = simple_slice("svc", "svc-b", json!([{"addresses": ["10.0.1.2"], "nodeName": NODE}, {"addresses": ["10.0.1.3"]}]));
+    let a = simple_slice(
+        "svc",
+        "svc-a",
+        json!([{"addresses": ["10.0.1.1"]}, {"addresses": ["10.0.1.2"]}]),
+    );
+    let b = simple_slice(
+        "svc",
+        "svc-b",
+        json!([{"addresses": ["10.0.1.2"], "nodeName": NODE}, {"addresses": ["10.0.1.3"]}]),
+    );
     let state = compute(&[svc], &[a, b]);
     let port = only_port(&state);
-    assert_eq!(addrs(port.internal_endpoints()), ["10.0.1.1:80", "10.0.1.2:80", "10.0.1.3:80"]);
-    let dup = port.endpoints.cluster.iter().find(|e| e.addr.to_string() == "10.0.1.2:80").unwrap();
-    assert!(dup.is_local, "the local copy of a duplicated address wins, as upstream");
+    assert_eq!(
+        addrs(port.internal_endpoints()),
+        ["10.0.1.1:80", "10.0.1.2:80", "10.0.1.3:80"]
+    );
+    let dup = port
+        .endpoints
+        .cluster
+        .iter()
+        .find(|e| e.addr.to_string() == "10.0.1.2:80")
+        .unwrap();
+    assert!(
+        dup.is_local,
+        "the local copy of a duplicated address wins, as upstream"
+    );
 }
 
 /// "targetPort may name a container port; the EndpointSlice controller resolves it per slice, so
 /// slices of one Service may carry different numbers for one port name".
 #[test]
 fn a_named_target_port_resolves_per_slice() {
-    let svc = simple_service("svc", json!({"ports": [{"name": "http", "port": 80, "targetPort": "web"}]}));
+    let svc = simple_service(
+        "svc",
+        json!({"ports": [{"name": "http", "port": 80, "targetPort": "web"}]}),
+    );
     let mut a = simple_slice("svc", "svc-a", json!([{"addresses": ["10.0.1.1"]}]));
-    a.ports = Some(vec![serde_json::from_value(json!({"name": "http", "port": 8080, "protocol": "TCP"})).unwrap()]);
+    a.ports = Some(vec![
+        serde_json::from_value(json!({"name": "http", "port": 8080, "protocol": "TCP"})).unwrap(),
+    ]);
     let mut b = simple_slice("svc", "svc-b", json!([{"addresses": ["10.0.1.2"]}]));
-    b.ports = Some(vec![serde_json::from_value(json!({"name": "http", "port": 9090, "protocol": "TCP"})).unwrap()]);
+    b.ports = Some(vec![
+        serde_json::from_value(json!({"name": "http", "port": 9090, "protocol": "TCP"})).unwrap(),
+    ]);
     let state = compute(&[svc], &[a, b]);
-    assert_eq!(addrs(only_port(&state).internal_endpoints()), ["10.0.1.1:8080", "10.0.1.2:9090"]);
+    assert_eq!(
+        addrs(only_port(&state).internal_endpoints()),
+        ["10.0.1.1:8080", "10.0.1.2:9090"]
+    );
 }
 
 /// "Service ports are matched to slice ports by name and protocol" (ServicePortName).
@@ -63,7 +114,8 @@ fn ports_of_a_multi_port_service_match_slice_ports_by_name_and_protocol() {
     let mut s = simple_slice("dns", "dns-1", json!([{"addresses": ["10.0.1.1"]}]));
     s.ports = Some(vec![
         serde_json::from_value(json!({"name": "dns", "port": 5353, "protocol": "UDP"})).unwrap(),
-        serde_json::from_value(json!({"name": "dns-tcp", "port": 5354, "protocol": "TCP"})).unwrap(),
+        serde_json::from_value(json!({"name": "dns-tcp", "port": 5354, "protocol": "TCP"}))
+            .unwrap(),
     ]);
     let state = compute(&[svc], &[s]);
     let fam = state.family(IpFamily::V4).unwrap();
@@ -87,12 +139,42 @@ fn a_dual_stack_service_yields_one_port_per_family_with_that_familys_endpoints()
     v6.address_type = "IPv6".into();
     let n = node(NODE, None, &["192.168.0.2", "2001:db8::2"]);
     let state = desired::compute(&opts(), &[svc], &[v4, v6], Some(&n));
-    let p4 = state.family(IpFamily::V4).unwrap().services.values().next().unwrap();
-    let p6 = state.family(IpFamily::V6).unwrap().services.values().next().unwrap();
-    assert_eq!((p4.cluster_ip.to_string(), addrs(p4.internal_endpoints())), ("172.30.0.5".into(), vec!["10.0.1.1:80".into()]));
-    assert_eq!((p6.cluster_ip.to_string(), addrs(p6.internal_endpoints())), ("fd00::5".into(), vec!["[fd00:10::1]:80".into()]));
-    assert_eq!(p4.external_ips.iter().map(|i| i.to_string()).collect::<Vec<_>>(), ["192.0.2.10"]);
-    assert_eq!(p6.external_ips.iter().map(|i| i.to_string()).collect::<Vec<_>>(), ["2001:db8::10"]);
+    let p4 = state
+        .family(IpFamily::V4)
+        .unwrap()
+        .services
+        .values()
+        .next()
+        .unwrap();
+    let p6 = state
+        .family(IpFamily::V6)
+        .unwrap()
+        .services
+        .values()
+        .next()
+        .unwrap();
+    assert_eq!(
+        (p4.cluster_ip.to_string(), addrs(p4.internal_endpoints())),
+        ("172.30.0.5".into(), vec!["10.0.1.1:80".into()])
+    );
+    assert_eq!(
+        (p6.cluster_ip.to_string(), addrs(p6.internal_endpoints())),
+        ("fd00::5".into(), vec!["[fd00:10::1]:80".into()])
+    );
+    assert_eq!(
+        p4.external_ips
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>(),
+        ["192.0.2.10"]
+    );
+    assert_eq!(
+        p6.external_ips
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>(),
+        ["2001:db8::10"]
+    );
 }
 
 /// "LoadBalancer ingress with ipMode Proxy is not captured by kube-proxy" (KEP-1860), while
@@ -110,18 +192,42 @@ fn load_balancer_ips_honour_ip_mode_proxy_and_carry_source_ranges() {
     .unwrap();
     let state = compute(&[svc], &[]);
     let p = only_port(&state);
-    assert_eq!(p.load_balancer_ips.iter().map(|i| i.to_string()).collect::<Vec<_>>(), ["1.2.3.4", "1.2.3.5"]);
-    assert_eq!(p.load_balancer_source_ranges.iter().map(|i| i.to_string()).collect::<Vec<_>>(), ["203.0.113.0/24", "198.51.100.7/32"]);
-    assert_eq!((p.node_port, p.health_check_node_port, p.external_policy), (Some(30080), Some(32000), TrafficPolicy::Local));
+    assert_eq!(
+        p.load_balancer_ips
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>(),
+        ["1.2.3.4", "1.2.3.5"]
+    );
+    assert_eq!(
+        p.load_balancer_source_ranges
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>(),
+        ["203.0.113.0/24", "198.51.100.7/32"]
+    );
+    assert_eq!(
+        (p.node_port, p.health_check_node_port, p.external_policy),
+        (Some(30080), Some(32000), TrafficPolicy::Local)
+    );
 }
 
 /// "sessionAffinity ClientIP; timeoutSeconds defaults to 10800" (Service API).
 #[test]
 fn client_ip_affinity_defaults_its_timeout_to_three_hours() {
     let a = simple_service("a", json!({"sessionAffinity": "ClientIP"}));
-    let b = simple_service("b", json!({"clusterIP": "172.30.0.2", "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}));
+    let b = simple_service(
+        "b",
+        json!({"clusterIP": "172.30.0.2", "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}),
+    );
     let state = compute(&[a, b], &[]);
-    let t: Vec<_> = state.family(IpFamily::V4).unwrap().services.values().map(|p| p.session_affinity.map(|s| s.timeout_seconds)).collect();
+    let t: Vec<_> = state
+        .family(IpFamily::V4)
+        .unwrap()
+        .services
+        .values()
+        .map(|p| p.session_affinity.map(|s| s.timeout_seconds))
+        .collect();
     assert_eq!(t, [Some(10800), Some(60)]);
 }
 
@@ -129,20 +235,39 @@ fn client_ip_affinity_defaults_its_timeout_to_three_hours() {
 /// an invalid cluster IP, an invalid source range each skip only their Service.
 #[test]
 fn an_invalid_service_is_skipped_with_its_reason_and_others_still_compute() {
-    let bad_proto = simple_service("bad-proto", json!({"ports": [{"name": "x", "port": 80, "protocol": "ICMP"}]}));
+    let bad_proto = simple_service(
+        "bad-proto",
+        json!({"ports": [{"name": "x", "port": 80, "protocol": "ICMP"}]}),
+    );
     let bad_ip = simple_service("bad-ip", json!({"clusterIP": "300.1.1.1"}));
-    let bad_range = simple_service("bad-range", json!({"type": "LoadBalancer", "clusterIP": "172.30.0.3", "loadBalancerSourceRanges": ["nope"]}));
+    let bad_range = simple_service(
+        "bad-range",
+        json!({"type": "LoadBalancer", "clusterIP": "172.30.0.3", "loadBalancerSourceRanges": ["nope"]}),
+    );
     let good = simple_service("good", json!({"clusterIP": "172.30.0.4"}));
     let state = compute(&[bad_proto, bad_ip, bad_range, good], &[]);
-    let names: Vec<_> = state.family(IpFamily::V4).unwrap().services.keys().map(|n| n.name.clone()).collect();
+    let names: Vec<_> = state
+        .family(IpFamily::V4)
+        .unwrap()
+        .services
+        .keys()
+        .map(|n| n.name.clone())
+        .collect();
     assert_eq!(names, ["good"]);
-    let skipped: Vec<_> = state.skipped.iter().map(|s| (s.name.as_str(), s.reason.as_str())).collect();
+    let skipped: Vec<_> = state
+        .skipped
+        .iter()
+        .map(|s| (s.name.as_str(), s.reason.as_str()))
+        .collect();
     assert_eq!(
         skipped,
         [
             ("bad-ip", "invalid IP \"300.1.1.1\" in spec.clusterIPs"),
             ("bad-proto", "unknown protocol \"ICMP\" in spec.ports[0]"),
-            ("bad-range", "invalid CIDR \"nope\" in spec.loadBalancerSourceRanges"),
+            (
+                "bad-range",
+                "invalid CIDR \"nope\" in spec.loadBalancerSourceRanges"
+            ),
         ]
     );
 }
@@ -156,10 +281,22 @@ fn node_port_addresses_resolve_per_family() {
     let mut o = opts();
     o.node_port_addresses = vec!["primary".into()];
     let s = desired::compute(&o, &[], &[], Some(&n));
-    assert_eq!(s.family(IpFamily::V4).unwrap().node.node_port_addresses, NodePortAddresses::Cidrs(vec!["192.168.0.2/32".parse().unwrap()]));
-    assert_eq!(s.family(IpFamily::V6).unwrap().node.node_port_addresses, NodePortAddresses::Cidrs(vec!["2001:db8::2/128".parse().unwrap()]));
+    assert_eq!(
+        s.family(IpFamily::V4).unwrap().node.node_port_addresses,
+        NodePortAddresses::Cidrs(vec!["192.168.0.2/32".parse().unwrap()])
+    );
+    assert_eq!(
+        s.family(IpFamily::V6).unwrap().node.node_port_addresses,
+        NodePortAddresses::Cidrs(vec!["2001:db8::2/128".parse().unwrap()])
+    );
     o.node_port_addresses = vec!["192.168.0.0/16".into()];
     let s = desired::compute(&o, &[], &[], Some(&n));
-    assert_eq!(s.family(IpFamily::V4).unwrap().node.node_port_addresses, NodePortAddresses::Cidrs(vec!["192.168.0.0/16".parse().unwrap()]));
-    assert_eq!(s.family(IpFamily::V6).unwrap().node.node_port_addresses, NodePortAddresses::All);
+    assert_eq!(
+        s.family(IpFamily::V4).unwrap().node.node_port_addresses,
+        NodePortAddresses::Cidrs(vec!["192.168.0.0/16".parse().unwrap()])
+    );
+    assert_eq!(
+        s.family(IpFamily::V6).unwrap().node.node_port_addresses,
+        NodePortAddresses::All
+    );
 }

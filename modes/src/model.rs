@@ -224,7 +224,9 @@ pub struct ServicePort {
 impl ServicePort {
     /// Reached from outside the cluster: through a NodePort, an external IP or a load balancer.
     pub fn externally_accessible(&self) -> bool {
-        self.node_port.is_some() || !self.external_ips.is_empty() || !self.load_balancer_ips.is_empty()
+        self.node_port.is_some()
+            || !self.external_ips.is_empty()
+            || !self.load_balancer_ips.is_empty()
     }
 
     /// The endpoints for traffic to the cluster IP (internalTrafficPolicy applied).
@@ -289,7 +291,16 @@ pub struct NodeSettings {
 pub struct FamilyState {
     pub family: IpFamily,
     pub node: NodeSettings,
+    /// Serialized as a list: each port carries its own name, and JSON keys must be strings.
+    #[serde(serialize_with = "serialize_values")]
     pub services: BTreeMap<ServicePortName, ServicePort>,
+}
+
+fn serialize_values<S: serde::Serializer>(
+    map: &BTreeMap<ServicePortName, ServicePort>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(map.values())
 }
 
 /// An object the tracker skipped, with the reason (logged and counted; never a sync failure).

@@ -92,7 +92,9 @@ impl NodeFacts {
             .filter_map(|c| c.parse().ok())
             .collect();
         if pod_cidrs.is_empty()
-            && let Some(c) = spec.and_then(|s| s.pod_cidr.as_deref()).and_then(|c| c.parse().ok())
+            && let Some(c) = spec
+                .and_then(|s| s.pod_cidr.as_deref())
+                .and_then(|c| c.parse().ok())
         {
             pod_cidrs.push(c);
         }
@@ -139,7 +141,10 @@ impl NodeContext {
     }
 
     pub fn settings(&self, family: IpFamily) -> Option<&NodeSettings> {
-        self.families.iter().find(|(f, _)| *f == family).map(|(_, s)| s)
+        self.families
+            .iter()
+            .find(|(f, _)| *f == family)
+            .map(|(_, s)| s)
     }
 }
 
@@ -149,7 +154,10 @@ fn net_family(net: &IpNet) -> IpFamily {
 
 fn settings_for(family: IpFamily, opts: &ProxyOptions, facts: &NodeFacts) -> NodeSettings {
     let in_family = |nets: &[IpNet]| -> Vec<IpNet> {
-        nets.iter().filter(|n| net_family(n) == family).copied().collect()
+        nets.iter()
+            .filter(|n| net_family(n) == family)
+            .copied()
+            .collect()
     };
     let node_ips: Vec<IpAddr> = facts
         .ips
@@ -184,7 +192,11 @@ fn cidrs_or_none(cidrs: Vec<IpNet>) -> LocalTrafficDetector {
 /// Upstream: an empty list means every local address; `primary` means the node's IPs; otherwise
 /// the CIDRs of this family. A list whose CIDRs are all of the other family means "all" for this
 /// family, as upstream's `NodePortAddresses` does (it matches all when it has no CIDR of the family).
-fn node_port_addresses(family: IpFamily, configured: &[String], node_ips: &[IpAddr]) -> NodePortAddresses {
+fn node_port_addresses(
+    family: IpFamily,
+    configured: &[String],
+    node_ips: &[IpAddr],
+) -> NodePortAddresses {
     let mut cidrs = Vec::new();
     for entry in configured {
         if entry == "primary" {

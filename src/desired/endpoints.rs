@@ -9,7 +9,8 @@ use std::{
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kproxy_modes::model::{
-    Endpoint, ExcludedEndpoint, ExclusionReason, IpFamily, Protocol, ServiceEndpoints, TrafficPolicy,
+    Endpoint, ExcludedEndpoint, ExclusionReason, IpFamily, Protocol, ServiceEndpoints,
+    TrafficPolicy,
 };
 
 /// An endpoint as a slice describes it, with its topology hints.
@@ -48,7 +49,11 @@ pub fn collect(
         }) else {
             continue;
         };
-        let Some(port_num) = port.port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0) else {
+        let Some(port_num) = port
+            .port
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+        else {
             continue;
         };
         for ep in &slice.endpoints {
@@ -71,8 +76,12 @@ pub fn collect(
                     node_name: ep.node_name.as_deref().map(Arc::from),
                     zone: ep.zone.as_deref().map(Arc::from),
                 },
-                zone_hints: hint_names(ep.hints.as_ref().and_then(|h| h.for_zones.as_ref()), |z| &z.name),
-                node_hints: hint_names(ep.hints.as_ref().and_then(|h| h.for_nodes.as_ref()), |n| &n.name),
+                zone_hints: hint_names(ep.hints.as_ref().and_then(|h| h.for_zones.as_ref()), |z| {
+                    &z.name
+                }),
+                node_hints: hint_names(ep.hints.as_ref().and_then(|h| h.for_nodes.as_ref()), |n| {
+                    &n.name
+                }),
             };
             match by_addr.get(&candidate.endpoint.addr) {
                 Some(existing) if rank(existing) >= rank(&candidate) => {}
@@ -86,14 +95,24 @@ pub fn collect(
 }
 
 fn hint_names<T>(hints: Option<&Vec<T>>, name: impl Fn(&T) -> &String) -> BTreeSet<String> {
-    hints.map(|h| h.iter().map(|x| name(x).clone()).collect()).unwrap_or_default()
+    hints
+        .map(|h| h.iter().map(|x| name(x).clone()).collect())
+        .unwrap_or_default()
 }
 
 /// Orders duplicate copies of one address; the greatest wins. The trailing fields only make the
 /// choice total, so it never depends on arrival order.
 fn rank(e: &SliceEndpoint) -> impl Ord + '_ {
     let ep = &e.endpoint;
-    (ep.is_local, ep.ready, ep.serving, !ep.terminating, ep.node_name.clone(), &e.zone_hints, &e.node_hints)
+    (
+        ep.is_local,
+        ep.ready,
+        ep.serving,
+        !ep.terminating,
+        ep.node_name.clone(),
+        &e.zone_hints,
+        &e.node_hints,
+    )
 }
 
 /// Topology the Cluster set follows, chosen from the hints (upstream's all-or-nothing rule).
@@ -111,7 +130,9 @@ fn topology(endpoints: &[SliceEndpoint], node_name: &str, zone: Option<&str>) ->
     if ready.is_empty() {
         return Topology::None;
     }
-    if ready.iter().all(|e| !e.node_hints.is_empty()) && ready.iter().any(|e| e.node_hints.contains(node_name)) {
+    if ready.iter().all(|e| !e.node_hints.is_empty())
+        && ready.iter().any(|e| e.node_hints.contains(node_name))
+    {
         return Topology::SameNode;
     }
     if let Some(zone) = zone
@@ -156,10 +177,11 @@ pub fn categorize(
         let topo = topology(endpoints, node_name, zone);
         let in_topology = |e: &SliceEndpoint| match topo {
             Topology::None => None,
-            Topology::SameNode => (!e.node_hints.contains(node_name)).then_some(ExclusionReason::OtherNode),
-            Topology::SameZone => {
-                (!zone.is_some_and(|z| e.zone_hints.contains(z))).then_some(ExclusionReason::OtherZone)
+            Topology::SameNode => {
+                (!e.node_hints.contains(node_name)).then_some(ExclusionReason::OtherNode)
             }
+            Topology::SameZone => (!zone.is_some_and(|z| e.zone_hints.contains(z)))
+                .then_some(ExclusionReason::OtherZone),
         };
         // Hints only exist when ready endpoints exist, so a topology that selects nothing
         // cannot happen: the terminating fallback below applies only when nothing is ready.
@@ -172,9 +194,12 @@ pub fn categorize(
         out.has_any = !out.cluster.is_empty();
     }
     if policies.uses_local() {
-        let usable = |e: &SliceEndpoint| e.endpoint.ready || (e.endpoint.serving && e.endpoint.terminating);
+        let usable =
+            |e: &SliceEndpoint| e.endpoint.ready || (e.endpoint.serving && e.endpoint.terminating);
         out.has_any |= endpoints.iter().any(usable);
-        let any_local_ready = endpoints.iter().any(|e| e.endpoint.is_local && e.endpoint.ready);
+        let any_local_ready = endpoints
+            .iter()
+            .any(|e| e.endpoint.is_local && e.endpoint.ready);
         let verdicts = endpoints.iter().map(|e| {
             let reason = if e.endpoint.is_local {
                 usability(&e.endpoint, any_local_ready)

@@ -28,7 +28,9 @@ pub fn slice_service(slice: &EndpointSlice) -> Option<(String, String)> {
 }
 
 pub fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    meta.namespace.clone().unwrap_or_else(|| "default".to_owned())
+    meta.namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned())
 }
 
 /// An empty desired state with the node's families, to fill with Service ports.
@@ -60,13 +62,23 @@ pub fn insert_ports(state: &mut DesiredState, ports: impl IntoIterator<Item = Se
 }
 
 /// The Node object that describes this node, if the list has it.
-pub fn own_node<'a>(nodes: impl IntoIterator<Item = &'a Node>, node_name: &str) -> Option<&'a Node> {
-    nodes.into_iter().find(|n| n.metadata.name.as_deref() == Some(node_name))
+pub fn own_node<'a>(
+    nodes: impl IntoIterator<Item = &'a Node>,
+    node_name: &str,
+) -> Option<&'a Node> {
+    nodes
+        .into_iter()
+        .find(|n| n.metadata.name.as_deref() == Some(node_name))
 }
 
 /// Computes the whole desired state from scratch. The tracker keeps the same result up to date
 /// incrementally; this is the reference it is tested against, and what `debug dump` uses.
-pub fn compute(opts: &ProxyOptions, services: &[Service], slices: &[EndpointSlice], node: Option<&Node>) -> DesiredState {
+pub fn compute(
+    opts: &ProxyOptions,
+    services: &[Service],
+    slices: &[EndpointSlice],
+    node: Option<&Node>,
+) -> DesiredState {
     let facts = node.map(NodeFacts::from_node).unwrap_or_default();
     let ctx = NodeContext::new(opts, &facts);
     let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
@@ -79,7 +91,10 @@ pub fn compute(opts: &ProxyOptions, services: &[Service], slices: &[EndpointSlic
     }
     let mut state = empty_state(&ctx);
     for svc in services {
-        let key = (namespace_of(&svc.metadata), svc.metadata.name.clone().unwrap_or_default());
+        let key = (
+            namespace_of(&svc.metadata),
+            svc.metadata.name.clone().unwrap_or_default(),
+        );
         let svc_slices = by_service.get(&key).map(Vec::as_slice).unwrap_or_default();
         match service::compute(&ctx, svc, svc_slices) {
             Ok(ports) => insert_ports(&mut state, ports),

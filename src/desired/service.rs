@@ -29,7 +29,11 @@ pub enum Outcome {
 }
 
 /// Computes the Service ports of `svc` in every family the node serves.
-pub fn compute(ctx: &NodeContext, svc: &Service, slices: &[&EndpointSlice]) -> Result<Vec<ServicePort>, Outcome> {
+pub fn compute(
+    ctx: &NodeContext,
+    svc: &Service,
+    slices: &[&EndpointSlice],
+) -> Result<Vec<ServicePort>, Outcome> {
     let labels = svc.metadata.labels.as_ref();
     if labels.is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL)) {
         return Err(Outcome::Ignored("labelled for another proxy"));
@@ -37,7 +41,10 @@ pub fn compute(ctx: &NodeContext, svc: &Service, slices: &[&EndpointSlice]) -> R
     if labels.is_some_and(|l| l.contains_key(HEADLESS_LABEL)) {
         return Err(Outcome::Ignored("labelled headless"));
     }
-    let spec = svc.spec.as_ref().ok_or(Outcome::Invalid("no spec".into()))?;
+    let spec = svc
+        .spec
+        .as_ref()
+        .ok_or(Outcome::Invalid("no spec".into()))?;
     if spec.type_.as_deref() == Some("ExternalName") {
         return Err(Outcome::Ignored("ExternalName"));
     }
@@ -47,9 +54,16 @@ pub fn compute(ctx: &NodeContext, svc: &Service, slices: &[&EndpointSlice]) -> R
     }
     let is_lb = spec.type_.as_deref() == Some("LoadBalancer");
     let is_node_port = is_lb || spec.type_.as_deref() == Some("NodePort");
-    let external_ips = parse_ips("spec.externalIPs", spec.external_ips.as_deref().unwrap_or_default())?;
+    let external_ips = parse_ips(
+        "spec.externalIPs",
+        spec.external_ips.as_deref().unwrap_or_default(),
+    )?;
     let lb_ips = load_balancer_ips(svc)?;
-    let source_ranges = source_ranges(spec.load_balancer_source_ranges.as_deref().unwrap_or_default())?;
+    let source_ranges = source_ranges(
+        spec.load_balancer_source_ranges
+            .as_deref()
+            .unwrap_or_default(),
+    )?;
     let affinity = match spec.session_affinity.as_deref() {
         Some("ClientIP") => Some(SessionAffinity {
             timeout_seconds: spec
@@ -61,17 +75,27 @@ pub fn compute(ctx: &NodeContext, svc: &Service, slices: &[&EndpointSlice]) -> R
                 .unwrap_or(DEFAULT_AFFINITY_TIMEOUT),
         }),
         None | Some("None") | Some("") => None,
-        Some(other) => return Err(Outcome::Invalid(format!("unknown spec.sessionAffinity {other:?}"))),
+        Some(other) => {
+            return Err(Outcome::Invalid(format!(
+                "unknown spec.sessionAffinity {other:?}"
+            )));
+        }
     };
     let policy = |field: &str, value: Option<&str>| match value {
         None | Some("") | Some("Cluster") => Ok(TrafficPolicy::Cluster),
         Some("Local") => Ok(TrafficPolicy::Local),
         Some(other) => Err(Outcome::Invalid(format!("unknown spec.{field} {other:?}"))),
     };
-    let internal_policy = policy("internalTrafficPolicy", spec.internal_traffic_policy.as_deref())?;
+    let internal_policy = policy(
+        "internalTrafficPolicy",
+        spec.internal_traffic_policy.as_deref(),
+    )?;
     // externalTrafficPolicy only means something for Services reachable from outside
     // (upstream's `ExternallyAccessible`: NodePort, LoadBalancer, or any external IP).
-    let mut external_policy = policy("externalTrafficPolicy", spec.external_traffic_policy.as_deref())?;
+    let mut external_policy = policy(
+        "externalTrafficPolicy",
+        spec.external_traffic_policy.as_deref(),
+    )?;
     if !(is_node_port || !external_ips.is_empty()) {
         external_policy = TrafficPolicy::Cluster;
     }
@@ -88,11 +112,16 @@ pub fn compute(ctx: &NodeContext, svc: &Service, slices: &[&EndpointSlice]) -> R
     let mut out = Vec::new();
     for (i, p) in ports.iter().enumerate() {
         let protocol = Protocol::from_api(p.protocol.as_deref()).ok_or_else(|| {
-            Outcome::Invalid(format!("unknown protocol {:?} in spec.ports[{i}]", p.protocol.as_deref().unwrap_or("")))
+            Outcome::Invalid(format!(
+                "unknown protocol {:?} in spec.ports[{i}]",
+                p.protocol.as_deref().unwrap_or("")
+            ))
         })?;
         let port_name = p.name.clone().unwrap_or_default();
         if !seen.insert((port_name.clone(), protocol)) {
-            return Err(Outcome::Invalid(format!("duplicate port {port_name:?}/{protocol} in spec.ports")));
+            return Err(Outcome::Invalid(format!(
+                "duplicate port {port_name:?}/{protocol} in spec.ports"
+            )));
         }
         let port = port_number(&format!("spec.ports[{i}].port"), p.port)?;
         let node_port = match p.node_port.filter(|_| is_node_port) {
@@ -100,19 +129,34 @@ pub fn compute(ctx: &NodeContext, svc: &Service, slices: &[&EndpointSlice]) -> R
             Some(np) => Some(port_number(&format!("spec.ports[{i}].nodePort"), np)?),
         };
         for (family, _) in &ctx.families {
-            let Some(cluster_ip) = cluster_ips.iter().copied().find(|ip| IpFamily::of(ip) == *family) else {
+            let Some(cluster_ip) = cluster_ips
+                .iter()
+                .copied()
+                .find(|ip| IpFamily::of(ip) == *family)
+            else {
                 continue;
             };
-            let in_family = |ips: &[IpAddr]| ips.iter().copied().filter(|ip| IpFamily::of(ip) == *family).collect();
+            let in_family = |ips: &[IpAddr]| {
+                ips.iter()
+                    .copied()
+                    .filter(|ip| IpFamily::of(ip) == *family)
+                    .collect()
+            };
             let external_ips: Vec<IpAddr> = in_family(&external_ips);
-            let load_balancer_ips: Vec<IpAddr> = if is_lb { in_family(&lb_ips) } else { Vec::new() };
-            let externally_accessible = node_port.is_some() || !external_ips.is_empty() || !load_balancer_ips.is_empty();
+            let load_balancer_ips: Vec<IpAddr> = if is_lb {
+                in_family(&lb_ips)
+            } else {
+                Vec::new()
+            };
+            let externally_accessible =
+                node_port.is_some() || !external_ips.is_empty() || !load_balancer_ips.is_empty();
             let policies = Policies {
                 internal: internal_policy,
                 external: external_policy,
                 externally_accessible,
             };
-            let slice_eps = endpoints::collect(slices, &port_name, protocol, *family, &ctx.node_name);
+            let slice_eps =
+                endpoints::collect(slices, &port_name, protocol, *family, &ctx.node_name);
             out.push(ServicePort {
                 name: ServicePortName::new(ns, name, &port_name, protocol),
                 cluster_ip,
@@ -129,8 +173,14 @@ pub fn compute(ctx: &NodeContext, svc: &Service, slices: &[&EndpointSlice]) -> R
                 internal_policy,
                 external_policy,
                 // Upstream serves the health check only for eTP=Local LoadBalancer Services.
-                health_check_node_port: health_check_node_port.filter(|_| is_lb && external_policy == TrafficPolicy::Local),
-                endpoints: endpoints::categorize(&slice_eps, &policies, &ctx.node_name, ctx.zone.as_deref()),
+                health_check_node_port: health_check_node_port
+                    .filter(|_| is_lb && external_policy == TrafficPolicy::Local),
+                endpoints: endpoints::categorize(
+                    &slice_eps,
+                    &policies,
+                    &ctx.node_name,
+                    ctx.zone.as_deref(),
+                ),
             });
         }
     }
@@ -158,7 +208,10 @@ fn cluster_ips(ips: Option<&[String]>, ip: Option<&str>) -> Result<Vec<IpAddr>, 
 
 fn parse_ips(field: &str, ips: &[String]) -> Result<Vec<IpAddr>, Outcome> {
     ips.iter()
-        .map(|s| s.parse().map_err(|_| Outcome::Invalid(format!("invalid IP {s:?} in {field}"))))
+        .map(|s| {
+            s.parse()
+                .map_err(|_| Outcome::Invalid(format!("invalid IP {s:?} in {field}")))
+        })
         .collect()
 }
 
@@ -188,7 +241,11 @@ fn source_ranges(ranges: &[String]) -> Result<Vec<IpNet>, Outcome> {
             r.parse::<IpNet>()
                 .map(|n| n.trunc())
                 .or_else(|_| r.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| Outcome::Invalid(format!("invalid CIDR {r:?} in spec.loadBalancerSourceRanges")))
+                .map_err(|_| {
+                    Outcome::Invalid(format!(
+                        "invalid CIDR {r:?} in spec.loadBalancerSourceRanges"
+                    ))
+                })
         })
         .collect()
 }

@@ -86,12 +86,16 @@ impl Tracker {
                 self.remove_slice(&key);
                 match desired::slice_service(&slice) {
                     Some(svc) => {
-                        self.slices_of.entry(svc.clone()).or_default().insert(key.1.clone());
+                        self.slices_of
+                            .entry(svc.clone())
+                            .or_default()
+                            .insert(key.1.clone());
                         self.dirty.insert(svc);
                     }
                     None => {
                         warn!(namespace = %key.0, name = %key.1, "skipping EndpointSlice without a {} label", desired::SERVICE_NAME_LABEL);
-                        self.skipped_slices.insert(key.clone(), desired::skipped_slice(&slice));
+                        self.skipped_slices
+                            .insert(key.clone(), desired::skipped_slice(&slice));
                     }
                 }
                 self.slices.insert(key, *slice);
@@ -123,7 +127,9 @@ impl Tracker {
 
     fn remove_slice(&mut self, key: &Key) {
         self.skipped_slices.remove(key);
-        let Some(old) = self.slices.remove(key) else { return };
+        let Some(old) = self.slices.remove(key) else {
+            return;
+        };
         if let Some(svc) = desired::slice_service(&old) {
             if let Some(names) = self.slices_of.get_mut(&svc) {
                 names.remove(&key.1);
@@ -141,14 +147,24 @@ impl Tracker {
         let incoming: BTreeSet<Key> = objects.iter().filter_map(object_key).collect();
         match kind {
             Kind::Service => {
-                let gone: Vec<Key> = self.services.keys().filter(|k| !incoming.contains(*k)).cloned().collect();
+                let gone: Vec<Key> = self
+                    .services
+                    .keys()
+                    .filter(|k| !incoming.contains(*k))
+                    .cloned()
+                    .collect();
                 for key in gone {
                     self.services.remove(&key);
                     self.dirty.insert(key);
                 }
             }
             Kind::EndpointSlice => {
-                let gone: Vec<Key> = self.slices.keys().filter(|k| !incoming.contains(*k)).cloned().collect();
+                let gone: Vec<Key> = self
+                    .slices
+                    .keys()
+                    .filter(|k| !incoming.contains(*k))
+                    .cloned()
+                    .collect();
                 for key in gone {
                     self.remove_slice(&key);
                 }
@@ -172,7 +188,11 @@ impl Tracker {
         if !self.is_ready() {
             return None;
         }
-        let facts = self.node.as_ref().map(NodeFacts::from_node).unwrap_or_default();
+        let facts = self
+            .node
+            .as_ref()
+            .map(NodeFacts::from_node)
+            .unwrap_or_default();
         let ctx = NodeContext::new(&self.opts, &facts);
         let mut changes = ChangeSet::default();
         if self.state.is_none() || self.ctx.as_ref() != Some(&ctx) {
@@ -189,13 +209,20 @@ impl Tracker {
             self.recompute(&key, &mut changes);
         }
         let state = self.state.as_mut()?;
-        state.skipped = self.skipped_services.values().chain(self.skipped_slices.values()).cloned().collect();
+        state.skipped = self
+            .skipped_services
+            .values()
+            .chain(self.skipped_slices.values())
+            .cloned()
+            .collect();
         state.skipped.sort();
         Some((self.state.as_ref()?, changes))
     }
 
     fn recompute(&mut self, key: &Key, changes: &mut ChangeSet) {
-        let (Some(ctx), Some(state)) = (self.ctx.as_ref(), self.state.as_mut()) else { return };
+        let (Some(ctx), Some(state)) = (self.ctx.as_ref(), self.state.as_mut()) else {
+            return;
+        };
         let mut old = BTreeMap::new();
         for name in self.ports_of.remove(key).unwrap_or_default() {
             for f in state.families.iter_mut() {
@@ -234,7 +261,9 @@ impl Tracker {
                 names.push(port.name.clone());
             }
         }
-        changes.services.extend(old.into_keys().map(|(_, name)| name));
+        changes
+            .services
+            .extend(old.into_keys().map(|(_, name)| name));
         desired::insert_ports(state, new_ports);
         if !names.is_empty() {
             self.ports_of.insert(key.clone(), names);
@@ -243,7 +272,10 @@ impl Tracker {
 }
 
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
-    (desired::namespace_of(meta), meta.name.clone().unwrap_or_default())
+    (
+        desired::namespace_of(meta),
+        meta.name.clone().unwrap_or_default(),
+    )
 }
 
 fn object_key(obj: &Object) -> Option<Key> {

@@ -20,8 +20,13 @@ pub fn slice(v: Value) -> EndpointSlice {
 }
 
 pub fn node(name: &str, zone: Option<&str>, ips: &[&str]) -> Node {
-    let labels = zone.map(|z| json!({"topology.kubernetes.io/zone": z})).unwrap_or(json!({}));
-    let addresses: Vec<Value> = ips.iter().map(|ip| json!({"type": "InternalIP", "address": ip})).collect();
+    let labels = zone
+        .map(|z| json!({"topology.kubernetes.io/zone": z}))
+        .unwrap_or(json!({}));
+    let addresses: Vec<Value> = ips
+        .iter()
+        .map(|ip| json!({"type": "InternalIP", "address": ip}))
+        .collect();
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": labels},
@@ -76,7 +81,12 @@ pub fn compute(services: &[Service], slices: &[EndpointSlice]) -> DesiredState {
 /// The only IPv4 Service port of the state.
 pub fn only_port(state: &DesiredState) -> &ServicePort {
     let fam = state.family(IpFamily::V4).expect("IPv4 family");
-    assert_eq!(fam.services.len(), 1, "expected one Service port: {:?}", fam.services.keys());
+    assert_eq!(
+        fam.services.len(),
+        1,
+        "expected one Service port: {:?}",
+        fam.services.keys()
+    );
     fam.services.values().next().expect("one port")
 }
 
