@@ -96,7 +96,7 @@ pub fn compute(
         "externalTrafficPolicy",
         spec.external_traffic_policy.as_deref(),
     )?;
-    if !(is_node_port || !external_ips.is_empty()) {
+    if !is_node_port && external_ips.is_empty() {
         external_policy = TrafficPolicy::Cluster;
     }
     let health_check_node_port = spec
