@@ -8,10 +8,16 @@ use std::path::{Path, PathBuf};
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{ConfigError, FieldError, GoDuration, KubeProxyConfiguration, LocalMode, ProxyMode};
+use crate::config::{
+    ConfigError, FieldError, GoDuration, KubeProxyConfiguration, LocalMode, ProxyMode,
+};
 
 #[derive(Debug, Parser)]
-#[command(name = "kproxy", version, about = "Makes Kubernetes Services work on this node (a kube-proxy replacement)")]
+#[command(
+    name = "kproxy",
+    version,
+    about = "Makes Kubernetes Services work on this node (a kube-proxy replacement)"
+)]
 #[command(args_conflicts_with_subcommands = true, args_override_self = true)]
 pub struct Cli {
     #[command(flatten)]
@@ -150,7 +156,11 @@ pub struct ProxyFlags {
     #[arg(long, value_name = "CIDR[,CIDR]")]
     pub cluster_cidr: Option<String>,
     /// CIDRs of the node IPs that serve NodePorts, or `primary`. Ignored with --config.
-    #[arg(long = "nodeport-addresses", value_name = "CIDR,...|primary", value_delimiter = ',')]
+    #[arg(
+        long = "nodeport-addresses",
+        value_name = "CIDR,...|primary",
+        value_delimiter = ','
+    )]
     pub nodeport_addresses: Option<Vec<String>>,
 
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
@@ -178,7 +188,8 @@ pub struct ProxyFlags {
 }
 
 fn parse_duration(s: &str) -> Result<GoDuration, String> {
-    s.parse().map_err(|e: crate::config::DurationError| e.to_string())
+    s.parse()
+        .map_err(|e: crate::config::DurationError| e.to_string())
 }
 
 fn parse_proxy_mode(s: &str) -> Result<ProxyMode, String> {
@@ -190,20 +201,31 @@ fn parse_local_mode(s: &str) -> Result<LocalMode, String> {
 }
 
 fn parse_ip(s: &str) -> Result<String, String> {
-    s.parse::<IpAddr>().map(|_| s.to_string()).map_err(|_| format!("{s:?} is not an IP address"))
+    s.parse::<IpAddr>()
+        .map(|_| s.to_string())
+        .map_err(|_| format!("{s:?} is not an IP address"))
 }
 
 /// Like upstream's IPPortVar: an IP, or IP:port.
 fn parse_ip_port(s: &str) -> Result<String, String> {
     let ok = s.parse::<IpAddr>().is_ok() || s.parse::<std::net::SocketAddr>().is_ok();
-    if ok { Ok(s.to_string()) } else { Err(format!("{s:?} is not an IP or IP:port")) }
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not an IP or IP:port"))
+    }
 }
 
 fn parse_feature_gates(s: &str) -> Result<BTreeMap<String, bool>, String> {
     let mut gates = BTreeMap::new();
     for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').ok_or_else(|| format!("{pair:?} is not key=bool"))?;
-        let value = value.trim().parse().map_err(|_| format!("{pair:?}: value must be true or false"))?;
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?} is not key=bool"))?;
+        let value = value
+            .trim()
+            .parse()
+            .map_err(|_| format!("{pair:?}: value must be true or false"))?;
         gates.insert(key.trim().to_string(), value);
     }
     Ok(gates)
@@ -223,8 +245,10 @@ fn parse_feature_gates(s: &str) -> Result<BTreeMap<String, bool>, String> {
 pub fn resolve_config(flags: &ProxyFlags) -> Result<KubeProxyConfiguration, ConfigError> {
     let mut cfg = match &flags.config {
         Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
             KubeProxyConfiguration::from_yaml_str(&text)?
         }
         None => {
@@ -242,7 +266,10 @@ pub fn resolve_config(flags: &ProxyFlags) -> Result<KubeProxyConfiguration, Conf
         if name.is_empty() {
             return Err(ConfigError::Invalid(vec![FieldError {
                 field: "--hostname-override".into(),
-                value: format!("{:?}", flags.hostname_override.as_deref().unwrap_or_default()),
+                value: format!(
+                    "{:?}",
+                    flags.hostname_override.as_deref().unwrap_or_default()
+                ),
                 reason: "must not be blank".into(),
             }]));
         }
@@ -254,7 +281,10 @@ pub fn resolve_config(flags: &ProxyFlags) -> Result<KubeProxyConfiguration, Conf
 
 /// Writes what `--write-config-to` writes.
 pub fn write_config_to(cfg: &KubeProxyConfiguration, path: &Path) -> Result<(), ConfigError> {
-    std::fs::write(path, cfg.to_yaml_string()).map_err(|source| ConfigError::Write { path: path.to_path_buf(), source })
+    std::fs::write(path, cfg.to_yaml_string()).map_err(|source| ConfigError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn set<T: Clone>(field: &mut T, flag: &Option<T>) {
@@ -270,7 +300,8 @@ fn apply_flags(cfg: &mut KubeProxyConfiguration, f: &ProxyFlags) {
     let mode = cfg.proxy_mode();
 
     if let Some(gates) = &f.feature_gates {
-        cfg.feature_gates.extend(gates.iter().map(|(k, v)| (k.clone(), *v)));
+        cfg.feature_gates
+            .extend(gates.iter().map(|(k, v)| (k.clone(), *v)));
     }
     let cc = &mut cfg.client_connection;
     set(&mut cc.kubeconfig, &f.kubeconfig);
@@ -293,7 +324,10 @@ fn apply_flags(cfg: &mut KubeProxyConfiguration, f: &ProxyFlags) {
     }
     set(&mut cfg.bind_address_hard_fail, &f.bind_address_hard_fail);
     set(&mut cfg.enable_profiling, &f.profiling);
-    set(&mut cfg.show_hidden_metrics_for_version, &f.show_hidden_metrics_for_version);
+    set(
+        &mut cfg.show_hidden_metrics_for_version,
+        &f.show_hidden_metrics_for_version,
+    );
 
     // Upstream's flags feed one internal masqueradeAll and one pair of sync periods, which its
     // v1alpha1 conversion stores in the selected mode's section; the pair starts from the
@@ -330,8 +364,14 @@ fn apply_flags(cfg: &mut KubeProxyConfiguration, f: &ProxyFlags) {
     if let Some(m) = f.detect_local_mode {
         cfg.detect_local_mode = m.to_string();
     }
-    set(&mut cfg.detect_local.bridge_interface, &f.pod_bridge_interface);
-    set(&mut cfg.detect_local.interface_name_prefix, &f.pod_interface_name_prefix);
+    set(
+        &mut cfg.detect_local.bridge_interface,
+        &f.pod_bridge_interface,
+    );
+    set(
+        &mut cfg.detect_local.interface_name_prefix,
+        &f.pod_interface_name_prefix,
+    );
     set(&mut cfg.cluster_cidr, &f.cluster_cidr);
     set(&mut cfg.node_port_addresses, &f.nodeport_addresses);
 

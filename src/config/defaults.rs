@@ -59,7 +59,11 @@ impl KubeProxyConfiguration {
         }
         // An IPv6 bindAddress moves the default listeners to IPv6 too.
         let v4 = !matches!(self.bind_address.parse::<IpAddr>(), Ok(IpAddr::V6(_)));
-        let (healthz_host, metrics_host) = if v4 { ("0.0.0.0", "127.0.0.1") } else { ("[::]", "[::1]") };
+        let (healthz_host, metrics_host) = if v4 {
+            ("0.0.0.0", "127.0.0.1")
+        } else {
+            ("[::]", "[::1]")
+        };
         self.healthz_bind_address = if self.healthz_bind_address.is_empty() {
             format!("{healthz_host}:{HEALTHZ_PORT}")
         } else {
@@ -87,9 +91,11 @@ impl KubeProxyConfiguration {
         let ct = &mut self.conntrack;
         ct.max_per_core.get_or_insert(32 * 1024);
         ct.min.get_or_insert(128 * 1024);
-        ct.tcp_established_timeout.get_or_insert(GoDuration::from_secs(24 * 3600));
+        ct.tcp_established_timeout
+            .get_or_insert(GoDuration::from_secs(24 * 3600));
         // One hour keeps CLOSE_WAIT entries around as long as typical server-side timeouts.
-        ct.tcp_close_wait_timeout.get_or_insert(GoDuration::from_secs(3600));
+        ct.tcp_close_wait_timeout
+            .get_or_insert(GoDuration::from_secs(3600));
         default_zero(&mut self.config_sync_period, GoDuration::from_secs(15 * 60));
 
         let cc = &mut self.client_connection;

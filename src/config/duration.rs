@@ -84,10 +84,16 @@ impl FromStr for GoDuration {
             if int_part.is_empty() && frac_part.is_empty() {
                 return Err(syntax());
             }
-            let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(rest.len());
             let (unit, rest) = rest.split_at(unit_len);
             let scale = UNITS.iter().find(|(u, _)| *u == unit).ok_or_else(syntax)?.1;
-            let whole: u128 = if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| syntax())? };
+            let whole: u128 = if int_part.is_empty() {
+                0
+            } else {
+                int_part.parse().map_err(|_| syntax())?
+            };
             let mut nanos = whole.checked_mul(scale).ok_or_else(syntax)?;
             // Fractions beyond nanosecond precision are truncated, like Go does.
             let mut place = scale;
@@ -99,7 +105,10 @@ impl FromStr for GoDuration {
             s = rest;
         }
         let secs = u64::try_from(total / 1_000_000_000).map_err(|_| syntax())?;
-        Ok(GoDuration(Duration::new(secs, (total % 1_000_000_000) as u32)))
+        Ok(GoDuration(Duration::new(
+            secs,
+            (total % 1_000_000_000) as u32,
+        )))
     }
 }
 
@@ -157,7 +166,10 @@ mod tests {
 
     #[test]
     fn go_spellings_round_trip() {
-        for s in ["0s", "1s", "30s", "1m0s", "15m0s", "1h0m0s", "24h0m0s", "250ms", "1.5s", "1m30.25s", "1µs", "7ns"] {
+        for s in [
+            "0s", "1s", "30s", "1m0s", "15m0s", "1h0m0s", "24h0m0s", "250ms", "1.5s", "1m30.25s",
+            "1µs", "7ns",
+        ] {
             let d: GoDuration = s.parse().unwrap();
             assert_eq!(d.to_string(), s);
         }

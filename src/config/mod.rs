@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -16,18 +15,24 @@ use serde::{Deserialize, Serialize};
 
 mod defaults;
 mod duration;
+mod modes;
 mod serde_helpers;
 mod validation;
 
 pub use defaults::{MIN_SYNC_PERIOD, SYNC_PERIOD, append_port_if_needed};
 pub use duration::{DurationError, GoDuration};
+pub use modes::{LocalMode, ProxyMode};
 pub use serde_helpers::{LoggingConfiguration, LoggingFormatOptions, Quantity, VModuleItem};
 
 pub const API_VERSION: &str = "kubeproxy.config.k8s.io/v1alpha1";
 pub const KIND: &str = "KubeProxyConfiguration";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default = "KubeProxyConfiguration::zero")]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    default = "KubeProxyConfiguration::zero"
+)]
 pub struct KubeProxyConfiguration {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub feature_gates: BTreeMap<String, bool>,
@@ -141,83 +146,6 @@ pub struct ConntrackConfiguration {
     pub udp_stream_timeout: GoDuration,
 }
 
-/// The proxy modes kproxy implements (`mode` / `--proxy-mode`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ProxyMode {
-    Userspace,
-    Iptables,
-    Nftables,
-    Ipvs,
-}
-
-impl ProxyMode {
-    pub const NAMES: [&'static str; 4] = ["userspace", "iptables", "nftables", "ipvs"];
-}
-
-impl fmt::Display for ProxyMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ProxyMode::Userspace => "userspace",
-            ProxyMode::Iptables => "iptables",
-            ProxyMode::Nftables => "nftables",
-            ProxyMode::Ipvs => "ipvs",
-        })
-    }
-}
-
-impl FromStr for ProxyMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "userspace" => Ok(ProxyMode::Userspace),
-            "iptables" => Ok(ProxyMode::Iptables),
-            "nftables" => Ok(ProxyMode::Nftables),
-            "ipvs" => Ok(ProxyMode::Ipvs),
-            "kernelspace" => Err("kernelspace is Windows-only".to_string()),
-            _ => Err(format!("must be one of {} or empty", ProxyMode::NAMES.join(", "))),
-        }
-    }
-}
-
-/// How traffic from local pods is recognised (`detectLocalMode` / `--detect-local-mode`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LocalMode {
-    ClusterCidr,
-    NodeCidr,
-    BridgeInterface,
-    InterfaceNamePrefix,
-}
-
-impl LocalMode {
-    pub const NAMES: [&'static str; 4] = ["ClusterCIDR", "NodeCIDR", "BridgeInterface", "InterfaceNamePrefix"];
-}
-
-impl fmt::Display for LocalMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LocalMode::ClusterCidr => "ClusterCIDR",
-            LocalMode::NodeCidr => "NodeCIDR",
-            LocalMode::BridgeInterface => "BridgeInterface",
-            LocalMode::InterfaceNamePrefix => "InterfaceNamePrefix",
-        })
-    }
-}
-
-impl FromStr for LocalMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "ClusterCIDR" => Ok(LocalMode::ClusterCidr),
-            "NodeCIDR" => Ok(LocalMode::NodeCidr),
-            "BridgeInterface" => Ok(LocalMode::BridgeInterface),
-            "InterfaceNamePrefix" => Ok(LocalMode::InterfaceNamePrefix),
-            _ => Err(format!("must be one of {} or empty", LocalMode::NAMES.join(", "))),
-        }
-    }
-}
-
 /// One invalid field: `invalid value for iptables.masqueradeBit: 40 (must be between 0 and 31)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {
@@ -228,16 +156,26 @@ pub struct FieldError {
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid value for {}: {} ({})", self.field, self.value, self.reason)
+        write!(
+            f,
+            "invalid value for {}: {} ({})",
+            self.field, self.value, self.reason
+        )
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write config file {}: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config is not valid yaml or json: {0}")]
     Syntax(String),
     #[error("unsupported apiVersion {0:?} (expected {API_VERSION})")]
@@ -271,7 +209,9 @@ impl KubeProxyConfiguration {
             serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?
         };
         let serde_json::Value::Object(mut map) = value else {
-            return Err(ConfigError::Syntax("the document is not a mapping".to_string()));
+            return Err(ConfigError::Syntax(
+                "the document is not a mapping".to_string(),
+            ));
         };
         match map.remove("apiVersion") {
             Some(serde_json::Value::String(v)) if v == API_VERSION => {}
@@ -282,7 +222,10 @@ impl KubeProxyConfiguration {
             other => return Err(ConfigError::Kind(serde_helpers::describe(other))),
         }
         let mut cfg: Self = serde_path_to_error::deserialize(serde_json::Value::Object(map))
-            .map_err(|e| ConfigError::Field { path: e.path().to_string(), message: e.inner().to_string() })?;
+            .map_err(|e| ConfigError::Field {
+                path: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
         cfg.apply_scheme_defaults();
         cfg.apply_platform_defaults();
         Ok(cfg)
@@ -295,12 +238,17 @@ impl KubeProxyConfiguration {
             map.insert("apiVersion".into(), API_VERSION.into());
             map.insert("kind".into(), KIND.into());
         }
-        serde_saphyr::to_string(&serde_helpers::sorted(value)).expect("json value serializes to yaml")
+        serde_saphyr::to_string(&serde_helpers::sorted(value))
+            .expect("json value serializes to yaml")
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let errors = validation::validate(self);
-        if errors.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(errors)) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(errors))
+        }
     }
 
     /// Empty and unknown modes read as iptables, upstream's Linux default (validate first).
@@ -310,7 +258,9 @@ impl KubeProxyConfiguration {
 
     /// Empty and unknown modes read as ClusterCIDR, upstream's default (validate first).
     pub fn detect_local_mode(&self) -> LocalMode {
-        self.detect_local_mode.parse().unwrap_or(LocalMode::ClusterCidr)
+        self.detect_local_mode
+            .parse()
+            .unwrap_or(LocalMode::ClusterCidr)
     }
 
     /// Upstream keeps masqueradeAll in the nftables section for nftables and in the iptables
@@ -328,7 +278,8 @@ impl KubeProxyConfiguration {
             ProxyMode::Nftables => self.nftables.masquerade_bit,
             _ => self.iptables.masquerade_bit,
         };
-        bit.and_then(|b| u32::try_from(b).ok()).unwrap_or(defaults::MASQUERADE_BIT)
+        bit.and_then(|b| u32::try_from(b).ok())
+            .unwrap_or(defaults::MASQUERADE_BIT)
     }
 
     pub fn effective_sync_period(&self) -> Duration {
@@ -353,13 +304,22 @@ impl KubeProxyConfiguration {
     pub(crate) fn mode_sync_periods_mut(&mut self) -> (&mut GoDuration, &mut GoDuration) {
         match self.proxy_mode() {
             ProxyMode::Ipvs => (&mut self.ipvs.sync_period, &mut self.ipvs.min_sync_period),
-            ProxyMode::Nftables => (&mut self.nftables.sync_period, &mut self.nftables.min_sync_period),
-            _ => (&mut self.iptables.sync_period, &mut self.iptables.min_sync_period),
+            ProxyMode::Nftables => (
+                &mut self.nftables.sync_period,
+                &mut self.nftables.min_sync_period,
+            ),
+            _ => (
+                &mut self.iptables.sync_period,
+                &mut self.iptables.min_sync_period,
+            ),
         }
     }
 
     /// `clusterCIDR` split on commas; entries that do not parse are skipped (validate first).
     pub fn cluster_cidrs(&self) -> Vec<IpNet> {
-        self.cluster_cidr.split(',').filter_map(|c| c.parse().ok()).collect()
+        self.cluster_cidr
+            .split(',')
+            .filter_map(|c| c.parse().ok())
+            .collect()
     }
 }

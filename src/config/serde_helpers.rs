@@ -10,7 +10,11 @@ pub mod null_as_empty {
     use super::*;
 
     pub fn serialize<S: Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
-        if v.is_empty() { s.serialize_none() } else { v.serialize(s) }
+        if v.is_empty() {
+            s.serialize_none()
+        } else {
+            v.serialize(s)
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -20,7 +24,11 @@ pub mod null_as_empty {
 
 /// Go's encoder writes a whole float32 as `5`, not `5.0`.
 pub fn go_float<S: Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
-    if v.fract() == 0.0 && v.abs() < 1e15 { s.serialize_i64(*v as i64) } else { s.serialize_f32(*v) }
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        s.serialize_i64(*v as i64)
+    } else {
+        s.serialize_f32(*v)
+    }
 }
 
 /// For apiVersion/kind errors: the value as written, or "" when missing.
@@ -40,7 +48,9 @@ pub fn sorted(v: serde_json::Value) -> serde_json::Value {
             entries.sort_by(|a, b| a.0.cmp(&b.0));
             serde_json::Value::Object(entries.into_iter().collect())
         }
-        serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(sorted).collect()),
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted).collect())
+        }
         other => other,
     }
 }
@@ -115,6 +125,10 @@ fn flush_frequency<'de, D: Deserializer<'de>>(d: D) -> Result<GoDuration, D::Err
         StringOrNumber::Number(n) => n
             .as_u64()
             .map(|ns| GoDuration(std::time::Duration::from_nanos(ns)))
-            .ok_or_else(|| serde::de::Error::custom(format!("invalid duration {n} (must be non-negative nanoseconds)"))),
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {n} (must be non-negative nanoseconds)"
+                ))
+            }),
     }
 }
