@@ -348,3 +348,12 @@ rejected!(
         "bindAddress: \"nowhere\""
     ]
 );
+
+#[test]
+fn a_yaml_flow_mapping_is_not_mistaken_for_json() {
+    let cfg = KubeProxyConfiguration::from_yaml_str(
+        "{apiVersion: kubeproxy.config.k8s.io/v1alpha1, kind: KubeProxyConfiguration, mode: ipvs}",
+    )
+    .unwrap();
+    assert_eq!(cfg.proxy_mode(), ProxyMode::Ipvs);
+}

@@ -203,10 +203,12 @@ impl KubeProxyConfiguration {
     /// Parses a v1alpha1 file (YAML, or JSON) and fills in upstream's defaults. Does not validate:
     /// flags may still be merged over it (see `cli::resolve_config`).
     pub fn from_yaml_str(text: &str) -> Result<Self, ConfigError> {
-        let value: serde_json::Value = if text.trim_start().starts_with('{') {
-            serde_json::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?
-        } else {
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?
+        // JSON gets serde_json's precise errors; a `{` document that is not JSON may still be a
+        // YAML flow mapping, so YAML gets the last word.
+        let json = text.trim_start().starts_with('{');
+        let value: serde_json::Value = match json.then(|| serde_json::from_str(text)) {
+            Some(Ok(value)) => value,
+            _ => serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?,
         };
         let serde_json::Value::Object(mut map) = value else {
             return Err(ConfigError::Syntax(
