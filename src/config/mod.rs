@@ -22,7 +22,9 @@ mod validation;
 pub use defaults::{MIN_SYNC_PERIOD, SYNC_PERIOD, append_port_if_needed};
 pub use duration::{DurationError, GoDuration};
 pub use modes::{LocalMode, ProxyMode};
-pub use serde_helpers::{LoggingConfiguration, LoggingFormatOptions, Quantity, VModuleItem};
+pub use serde_helpers::{
+    LoggingConfiguration, LoggingFormatOptions, OutputRouting, Quantity, VModuleItem,
+};
 
 pub const API_VERSION: &str = "kubeproxy.config.k8s.io/v1alpha1";
 pub const KIND: &str = "KubeProxyConfiguration";
