@@ -1,1 +1,398 @@
-//! The command line (clap), with upstream kube-proxy's flag names.
+//! The command line (clap), with upstream kube-proxy's flag names, and how the flags combine
+//! with `--config` (see [`resolve_config`] and docs/config.md).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use clap::builder::BoolishValueParser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{
+    ConfigError, FieldError, GoDuration, KubeProxyConfiguration, LocalMode, ProxyMode,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kproxy",
+    version,
+    about = "Makes Kubernetes Services work on this node (a kube-proxy replacement)"
+)]
+#[command(args_conflicts_with_subcommands = true, args_override_self = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub flags: ProxyFlags,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Troubleshooting tools.
+    #[command(subcommand)]
+    Debug(DebugCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DebugCommand {
+    /// Print the desired state kproxy would program, without touching the kernel.
+    #[command(args_override_self = true)]
+    Dump(DumpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    #[command(flatten)]
+    pub flags: ProxyFlags,
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Yaml,
+}
+
+/// The proxy flags shared by the agent and `debug dump`. Every config-backed flag is an
+/// `Option` so we know whether it was given, which is what upstream's precedence rule uses.
+#[derive(Clone, Debug, Default, Args)]
+pub struct ProxyFlags {
+    /// The path to the configuration file (kubeproxy.config.k8s.io/v1alpha1).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Write the configuration (defaults plus flags) to this file and exit.
+    #[arg(long, value_name = "FILE")]
+    pub write_config_to: Option<PathBuf>,
+    /// Remove kproxy's rules from the kernel and exit.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub cleanup: Option<bool>,
+    /// Do the initialization that needs full root privileges, then exit.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub init_only: Option<bool>,
+    /// A directory or file of manifests to read Services/EndpointSlices/Nodes from instead of
+    /// an API server (kproxy only).
+    #[arg(long, value_name = "PATH")]
+    pub manifests: Option<PathBuf>,
+
+    /// key=bool pairs, comma-separated. Ignored with --config.
+    #[arg(long, value_name = "KEY=BOOL,...", value_parser = parse_feature_gates)]
+    pub feature_gates: Option<BTreeMap<String, bool>>,
+    /// Path to a kubeconfig file. Ignored with --config.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<String>,
+    /// The API server address (overrides the kubeconfig's); applies with --config too.
+    #[arg(long, value_name = "URL")]
+    pub master: Option<String>,
+    #[arg(long, value_name = "TYPE")]
+    pub kube_api_content_type: Option<String>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub kube_api_burst: Option<i32>,
+    #[arg(long, value_name = "QPS", allow_negative_numbers = true)]
+    pub kube_api_qps: Option<f32>,
+
+    /// The Node name to use instead of the hostname; applies over --config too.
+    #[arg(long, value_name = "NAME")]
+    pub hostname_override: Option<String>,
+    /// This node's primary IP. Ignored with --config.
+    #[arg(long, value_name = "IP", value_parser = parse_ip)]
+    pub bind_address: Option<String>,
+    /// IP[:port] of the health check server. Ignored with --config.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_ip_port)]
+    pub healthz_bind_address: Option<String>,
+    /// IP[:port] of the metrics server. Ignored with --config.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_ip_port)]
+    pub metrics_bind_address: Option<String>,
+    #[arg(long, hide = true, value_name = "PORT")]
+    pub healthz_port: Option<u16>,
+    #[arg(long, hide = true, value_name = "PORT")]
+    pub metrics_port: Option<u16>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub bind_address_hard_fail: Option<bool>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub profiling: Option<bool>,
+    #[arg(long, value_name = "MAJOR.MINOR")]
+    pub show_hidden_metrics_for_version: Option<String>,
+
+    /// userspace, iptables (default), nftables or ipvs. Ignored with --config.
+    #[arg(long, value_name = "MODE", value_parser = parse_proxy_mode)]
+    pub proxy_mode: Option<ProxyMode>,
+    #[arg(long, value_name = "BIT", allow_negative_numbers = true)]
+    pub iptables_masquerade_bit: Option<i32>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub masquerade_all: Option<bool>,
+    #[arg(long = "iptables-localhost-nodeports", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub iptables_localhost_nodeports: Option<bool>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub iptables_sync_period: Option<GoDuration>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub iptables_min_sync_period: Option<GoDuration>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ipvs_sync_period: Option<GoDuration>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ipvs_min_sync_period: Option<GoDuration>,
+    #[arg(long, value_name = "NAME")]
+    pub ipvs_scheduler: Option<String>,
+    #[arg(long, value_name = "CIDR,...", value_delimiter = ',')]
+    pub ipvs_exclude_cidrs: Option<Vec<String>>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub ipvs_strict_arp: Option<bool>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ipvs_tcp_timeout: Option<GoDuration>,
+    #[arg(long = "ipvs-tcpfin-timeout", value_name = "DURATION", value_parser = parse_duration)]
+    pub ipvs_tcpfin_timeout: Option<GoDuration>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ipvs_udp_timeout: Option<GoDuration>,
+
+    /// ClusterCIDR (default), NodeCIDR, BridgeInterface or InterfaceNamePrefix. Ignored with --config.
+    #[arg(long, value_name = "MODE", value_parser = parse_local_mode)]
+    pub detect_local_mode: Option<LocalMode>,
+    #[arg(long, value_name = "NAME")]
+    pub pod_bridge_interface: Option<String>,
+    #[arg(long, value_name = "PREFIX")]
+    pub pod_interface_name_prefix: Option<String>,
+    /// The pods' CIDR, or an IPv4,IPv6 pair. Ignored with --config.
+    #[arg(long, value_name = "CIDR[,CIDR]")]
+    pub cluster_cidr: Option<String>,
+    /// CIDRs of the node IPs that serve NodePorts, or `primary`. Ignored with --config.
+    #[arg(
+        long = "nodeport-addresses",
+        value_name = "CIDR,...|primary",
+        value_delimiter = ','
+    )]
+    pub nodeport_addresses: Option<Vec<String>>,
+
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub oom_score_adj: Option<i32>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub conntrack_max_per_core: Option<i32>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub conntrack_min: Option<i32>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub conntrack_tcp_timeout_established: Option<GoDuration>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub conntrack_tcp_timeout_close_wait: Option<GoDuration>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub conntrack_tcp_be_liberal: Option<bool>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub conntrack_udp_timeout: Option<GoDuration>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub conntrack_udp_timeout_stream: Option<GoDuration>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub config_sync_period: Option<GoDuration>,
+
+    /// Log verbosity; applies over --config too.
+    #[arg(short = 'v', long = "v", value_name = "LEVEL")]
+    pub v: Option<u32>,
+}
+
+fn parse_duration(s: &str) -> Result<GoDuration, String> {
+    s.parse()
+        .map_err(|e: crate::config::DurationError| e.to_string())
+}
+
+fn parse_proxy_mode(s: &str) -> Result<ProxyMode, String> {
+    s.parse()
+}
+
+fn parse_local_mode(s: &str) -> Result<LocalMode, String> {
+    s.parse()
+}
+
+fn parse_ip(s: &str) -> Result<String, String> {
+    s.parse::<IpAddr>()
+        .map(|_| s.to_string())
+        .map_err(|_| format!("{s:?} is not an IP address"))
+}
+
+/// Like upstream's IPPortVar: an IP, or IP:port.
+fn parse_ip_port(s: &str) -> Result<String, String> {
+    let ok = s.parse::<IpAddr>().is_ok() || s.parse::<std::net::SocketAddr>().is_ok();
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not an IP or IP:port"))
+    }
+}
+
+fn parse_feature_gates(s: &str) -> Result<BTreeMap<String, bool>, String> {
+    let mut gates = BTreeMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?} is not key=bool"))?;
+        let value = value
+            .trim()
+            .parse()
+            .map_err(|_| format!("{pair:?}: value must be true or false"))?;
+        gates.insert(key.trim().to_string(), value);
+    }
+    Ok(gates)
+}
+
+/// Builds the effective configuration the way upstream's `Options.Complete` does
+/// (cmd/kube-proxy/app/options.go):
+///
+/// - With `--config`, the file replaces the flag-built config wholesale; the only flags still
+///   applied over it are `--hostname-override` and the logging flag `-v`. (`--master`,
+///   `--manifests`, `--cleanup`, `--init-only` and `--write-config-to` are not config fields and
+///   always apply.)
+/// - Without `--config`, every given flag overrides upstream's defaults.
+///
+/// Platform defaults (mode, nftables' nodePortAddresses, detectLocalMode) come after the merge,
+/// then validation.
+pub fn resolve_config(flags: &ProxyFlags) -> Result<KubeProxyConfiguration, ConfigError> {
+    let mut cfg = match &flags.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            KubeProxyConfiguration::from_yaml_str(&text)?
+        }
+        None => {
+            let mut cfg = KubeProxyConfiguration::scheme_defaults();
+            apply_flags(&mut cfg, flags);
+            cfg.apply_platform_defaults();
+            cfg
+        }
+    };
+    if let Some(v) = flags.v {
+        cfg.logging.verbosity = v;
+    }
+    if let Some(name) = flags.hostname_override.as_deref().filter(|n| !n.is_empty()) {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(ConfigError::Invalid(vec![FieldError {
+                field: "--hostname-override".into(),
+                value: format!(
+                    "{:?}",
+                    flags.hostname_override.as_deref().unwrap_or_default()
+                ),
+                reason: "must not be blank".into(),
+            }]));
+        }
+        cfg.hostname_override = name.to_lowercase();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Writes what `--write-config-to` writes.
+pub fn write_config_to(cfg: &KubeProxyConfiguration, path: &Path) -> Result<(), ConfigError> {
+    std::fs::write(path, cfg.to_yaml_string()).map_err(|source| ConfigError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn set<T: Clone>(field: &mut T, flag: &Option<T>) {
+    if let Some(v) = flag {
+        *field = v.clone();
+    }
+}
+
+fn apply_flags(cfg: &mut KubeProxyConfiguration, f: &ProxyFlags) {
+    if let Some(mode) = f.proxy_mode {
+        cfg.mode = mode.to_string();
+    }
+    let mode = cfg.proxy_mode();
+
+    if let Some(gates) = &f.feature_gates {
+        cfg.feature_gates
+            .extend(gates.iter().map(|(k, v)| (k.clone(), *v)));
+    }
+    let cc = &mut cfg.client_connection;
+    set(&mut cc.kubeconfig, &f.kubeconfig);
+    set(&mut cc.content_type, &f.kube_api_content_type);
+    set(&mut cc.burst, &f.kube_api_burst);
+    set(&mut cc.qps, &f.kube_api_qps);
+
+    set(&mut cfg.bind_address, &f.bind_address);
+    set(&mut cfg.healthz_bind_address, &f.healthz_bind_address);
+    set(&mut cfg.metrics_bind_address, &f.metrics_bind_address);
+    // The deprecated port flags: 0 disables the server, otherwise the port fills in a bare IP.
+    for (addr, port, default) in [
+        (&mut cfg.healthz_bind_address, f.healthz_port, 10256),
+        (&mut cfg.metrics_bind_address, f.metrics_port, 10249),
+    ] {
+        *addr = match port {
+            Some(0) => String::new(),
+            port => crate::config::append_port_if_needed(addr, port.unwrap_or(default)),
+        };
+    }
+    set(&mut cfg.bind_address_hard_fail, &f.bind_address_hard_fail);
+    set(&mut cfg.enable_profiling, &f.profiling);
+    set(
+        &mut cfg.show_hidden_metrics_for_version,
+        &f.show_hidden_metrics_for_version,
+    );
+
+    // Upstream's flags feed one internal masqueradeAll and one pair of sync periods, which its
+    // v1alpha1 conversion stores in the selected mode's section; the pair starts from the
+    // iptables defaults (so ipvs via flags gets minSyncPeriod 1s, not the file default 0s).
+    if let Some(all) = f.masquerade_all {
+        match mode {
+            ProxyMode::Nftables => cfg.nftables.masquerade_all = all,
+            _ => cfg.iptables.masquerade_all = all,
+        }
+    }
+    let (sync_flag, min_sync_flag) = match mode {
+        ProxyMode::Ipvs => (f.ipvs_sync_period, f.ipvs_min_sync_period),
+        _ => (f.iptables_sync_period, f.iptables_min_sync_period),
+    };
+    let (sync, min_sync) = cfg.mode_sync_periods_mut();
+    *sync = sync_flag.unwrap_or(crate::config::SYNC_PERIOD);
+    *min_sync = min_sync_flag.unwrap_or(crate::config::MIN_SYNC_PERIOD);
+    // Only the iptables section's bit is flag-settable upstream; nftables keeps its own.
+    if let Some(bit) = f.iptables_masquerade_bit {
+        cfg.iptables.masquerade_bit = Some(bit);
+    }
+    if let Some(v) = f.iptables_localhost_nodeports {
+        cfg.iptables.localhost_node_ports = Some(v);
+    }
+
+    let ipvs = &mut cfg.ipvs;
+    set(&mut ipvs.scheduler, &f.ipvs_scheduler);
+    set(&mut ipvs.exclude_cidrs, &f.ipvs_exclude_cidrs);
+    set(&mut ipvs.strict_arp, &f.ipvs_strict_arp);
+    set(&mut ipvs.tcp_timeout, &f.ipvs_tcp_timeout);
+    set(&mut ipvs.tcp_fin_timeout, &f.ipvs_tcpfin_timeout);
+    set(&mut ipvs.udp_timeout, &f.ipvs_udp_timeout);
+
+    if let Some(m) = f.detect_local_mode {
+        cfg.detect_local_mode = m.to_string();
+    }
+    set(
+        &mut cfg.detect_local.bridge_interface,
+        &f.pod_bridge_interface,
+    );
+    set(
+        &mut cfg.detect_local.interface_name_prefix,
+        &f.pod_interface_name_prefix,
+    );
+    set(&mut cfg.cluster_cidr, &f.cluster_cidr);
+    set(&mut cfg.node_port_addresses, &f.nodeport_addresses);
+
+    if let Some(adj) = f.oom_score_adj {
+        cfg.oom_score_adj = Some(adj);
+    }
+    let ct = &mut cfg.conntrack;
+    if let Some(n) = f.conntrack_max_per_core {
+        ct.max_per_core = Some(n);
+    }
+    if let Some(n) = f.conntrack_min {
+        ct.min = Some(n);
+    }
+    if let Some(d) = f.conntrack_tcp_timeout_established {
+        ct.tcp_established_timeout = Some(d);
+    }
+    if let Some(d) = f.conntrack_tcp_timeout_close_wait {
+        ct.tcp_close_wait_timeout = Some(d);
+    }
+    set(&mut ct.tcp_be_liberal, &f.conntrack_tcp_be_liberal);
+    set(&mut ct.udp_timeout, &f.conntrack_udp_timeout);
+    set(&mut ct.udp_stream_timeout, &f.conntrack_udp_timeout_stream);
+    set(&mut cfg.config_sync_period, &f.config_sync_period);
+}
