@@ -5,11 +5,16 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::{Metadata, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use kproxy::source::{
-    Event, Kind, Object,
+    Event, Kind,
     manifest::{LoadedManifests, ManifestError, ManifestProblem, load},
 };
 
-fn data(path: &str) -> PathBuf {
+/// The watcher's tests, in the same test binary.
+// A crate root finds its modules beside it, hence the path.
+#[path = "manifest_source/watch.rs"]
+mod watch;
+
+pub fn data(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/manifests")
         .join(path)
@@ -22,7 +27,7 @@ fn id(meta: &ObjectMeta) -> String {
     }
 }
 
-fn ids<T: Metadata<Ty = ObjectMeta>>(objects: &[T]) -> Vec<String> {
+pub fn ids<T: Metadata<Ty = ObjectMeta>>(objects: &[T]) -> Vec<String> {
     objects.iter().map(|o| id(o.metadata())).collect()
 }
 
@@ -258,16 +263,4 @@ pub fn service_yaml(name: &str, port: u16) -> String {
     format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  ports:\n    - port: {port}\n"
     )
-}
-
-#[allow(dead_code)]
-fn object_ids(objects: &[Object]) -> Vec<String> {
-    objects
-        .iter()
-        .map(|o| match o {
-            Object::Service(s) => id(&s.metadata),
-            Object::EndpointSlice(s) => id(&s.metadata),
-            Object::Node(n) => id(&n.metadata),
-        })
-        .collect()
 }

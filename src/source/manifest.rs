@@ -142,19 +142,17 @@ impl Snapshot {
                 let at = (file.as_path(), document);
                 let problems = &mut problems;
                 match parsed {
-                    parse::Parsed::Service(s) => {
+                    Object::Service(s) => {
                         services.insert(Kind::Service, key(&s.metadata), s, at, problems)
                     }
-                    parse::Parsed::EndpointSlice(s) => endpoint_slices.insert(
+                    Object::EndpointSlice(s) => endpoint_slices.insert(
                         Kind::EndpointSlice,
                         key(&s.metadata),
                         s,
                         at,
                         problems,
                     ),
-                    parse::Parsed::Node(n) => {
-                        nodes.insert(Kind::Node, key(&n.metadata), n, at, problems)
-                    }
+                    Object::Node(n) => nodes.insert(Kind::Node, key(&n.metadata), n, at, problems),
                 }
             }
         }
@@ -175,7 +173,7 @@ fn key(meta: &ObjectMeta) -> (String, String) {
 
 /// Objects of one kind by (namespace, name), remembering where each came from so a duplicate can
 /// be reported against the definition it replaces.
-struct Objects<T>(BTreeMap<(String, String), (T, PathBuf, usize)>);
+struct Objects<T>(BTreeMap<(String, String), (Box<T>, PathBuf, usize)>);
 
 impl<T> Default for Objects<T> {
     fn default() -> Self {
@@ -188,7 +186,7 @@ impl<T> Objects<T> {
         &mut self,
         kind: Kind,
         key: (String, String),
-        object: T,
+        object: Box<T>,
         (file, document): (&Path, usize),
         problems: &mut Vec<ManifestProblem>,
     ) {
@@ -211,6 +209,6 @@ impl<T> Objects<T> {
     }
 
     fn into_vec(self) -> Vec<T> {
-        self.0.into_values().map(|(object, _, _)| object).collect()
+        self.0.into_values().map(|(object, _, _)| *object).collect()
     }
 }

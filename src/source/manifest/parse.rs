@@ -8,17 +8,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
 use super::ManifestProblem;
+use crate::source::Object;
 
-/// An object of a watched kind, already normalised (namespace defaulted or cleared).
-#[derive(Debug)]
-pub(super) enum Parsed {
-    Service(Service),
-    EndpointSlice(EndpointSlice),
-    Node(Node),
-}
-
-/// A parsed object and the 0-based index of the document it came from.
-pub(super) type Located = (usize, Parsed);
+/// An object of a watched kind, already normalised (namespace defaulted or cleared), and the
+/// 0-based index of the document it came from.
+pub(super) type Located = (usize, Object);
 
 /// Parses one file. JSON files (by extension) hold exactly one document; everything else is
 /// read as a YAML stream.
@@ -163,18 +157,18 @@ fn classify(
         }
         ("v1", "Service") => decode::<Service>(map, "Service").map(|mut s| {
             default_namespace(&mut s.metadata);
-            Parsed::Service(s)
+            Object::Service(Box::new(s))
         }),
         ("discovery.k8s.io/v1", "EndpointSlice") => decode::<EndpointSlice>(map, "EndpointSlice")
             .map(|mut s| {
                 default_namespace(&mut s.metadata);
-                Parsed::EndpointSlice(s)
+                Object::EndpointSlice(Box::new(s))
             }),
         ("v1", "Node") => decode::<Node>(map, "Node").map(|mut n| {
             // Cluster-scoped: the API server drops a namespace given to a Node, and so do we,
             // so that a stray one cannot make two entries for the same Node.
             n.metadata.namespace = None;
-            Parsed::Node(n)
+            Object::Node(Box::new(n))
         }),
         // A watched kind under another version is almost certainly a mistake worth a warning
         // (e.g. the long-gone discovery.k8s.io/v1beta1), not a kind to ignore quietly.
