@@ -95,8 +95,12 @@ async fn a_burst_of_writes_gives_one_reload_with_the_final_content() {
     fs::write(&path, service_yaml("a", 80)).unwrap();
     let (mut rx, _watcher) = start(dir.path());
     next_load(&mut rx).await;
+    // A writer that keeps going for two poll intervals, faster than one write per poll. The
+    // sleep paces the writer; it synchronises nothing.
+    let gap = DEFAULT_POLL_INTERVAL / 10;
     for port in 1000..1020 {
         fs::write(&path, service_yaml("a", port)).unwrap();
+        tokio::time::sleep(gap).await;
     }
     assert_eq!(port(&next_load(&mut rx).await[0]), 1019);
     assert_no_reload(&mut rx).await;
