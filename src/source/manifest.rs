@@ -13,7 +13,6 @@ use std::{
 };
 
 use k8s_openapi::api::{core::v1::Node, core::v1::Service, discovery::v1::EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{Event, Kind, Object};
 
@@ -127,9 +126,9 @@ fn read_file(path: &Path) -> Result<Vec<u8>, String> {
 impl Snapshot {
     fn parse(&self) -> LoadedManifests {
         let mut problems = Vec::new();
-        let mut services = Objects::default();
-        let mut endpoint_slices = Objects::default();
-        let mut nodes = Objects::default();
+        // By identity, remembering where each object came from so that a duplicate can be
+        // reported against the definition it replaces. Sorted, so a load's order is stable.
+        let mut objects: BTreeMap<(Kind, String, String), (Object, &Path, usize)> = BTreeMap::new();
         for (file, content) in &self.files {
             let bytes = match content {
                 Ok(bytes) => bytes,
@@ -138,77 +137,53 @@ impl Snapshot {
                     continue;
                 }
             };
-            for (document, parsed) in parse::parse_file(file, bytes, &mut problems) {
-                let at = (file.as_path(), document);
-                let problems = &mut problems;
-                match parsed {
-                    Object::Service(s) => {
-                        services.insert(Kind::Service, key(&s.metadata), s, at, problems)
-                    }
-                    Object::EndpointSlice(s) => endpoint_slices.insert(
-                        Kind::EndpointSlice,
-                        key(&s.metadata),
-                        s,
-                        at,
-                        problems,
-                    ),
-                    Object::Node(n) => nodes.insert(Kind::Node, key(&n.metadata), n, at, problems),
+            for (document, object) in parse::parse_file(file, bytes, &mut problems) {
+                let key = key(&object);
+                // Later documents win, as when the files are applied in order with kubectl. The
+                // earlier one was in effect skipped, so it is reported like any skipped document.
+                if let Some((_, old_file, old_document)) =
+                    objects.insert(key.clone(), (object, file, document))
+                {
+                    let (kind, namespace, name) = key;
+                    let id = if namespace.is_empty() {
+                        name
+                    } else {
+                        format!("{namespace}/{name}")
+                    };
+                    let reason = format!(
+                        "duplicate {kind} {id}: replaced by document {document} of {}",
+                        file.display()
+                    );
+                    parse::problem(&mut problems, old_file, Some(old_document), reason);
                 }
             }
         }
-        LoadedManifests {
-            services: services.into_vec(),
-            endpoint_slices: endpoint_slices.into_vec(),
-            nodes: nodes.into_vec(),
+        let mut loaded = LoadedManifests {
             problems,
+            ..LoadedManifests::default()
+        };
+        for (object, _, _) in objects.into_values() {
+            match object {
+                Object::Service(s) => loaded.services.push(*s),
+                Object::EndpointSlice(s) => loaded.endpoint_slices.push(*s),
+                Object::Node(n) => loaded.nodes.push(*n),
+            }
         }
+        loaded
     }
 }
 
 /// An object's identity; a Node's namespace is always empty (parse clears it).
-fn key(meta: &ObjectMeta) -> (String, String) {
+fn key(object: &Object) -> (Kind, String, String) {
+    let meta = match object {
+        Object::Service(s) => &s.metadata,
+        Object::EndpointSlice(s) => &s.metadata,
+        Object::Node(n) => &n.metadata,
+    };
     let namespace = meta.namespace.clone().unwrap_or_default();
-    (namespace, meta.name.clone().unwrap_or_default())
-}
-
-/// Objects of one kind by (namespace, name), remembering where each came from so a duplicate can
-/// be reported against the definition it replaces.
-struct Objects<T>(BTreeMap<(String, String), (Box<T>, PathBuf, usize)>);
-
-impl<T> Default for Objects<T> {
-    fn default() -> Self {
-        Objects(BTreeMap::new())
-    }
-}
-
-impl<T> Objects<T> {
-    fn insert(
-        &mut self,
-        kind: Kind,
-        key: (String, String),
-        object: Box<T>,
-        (file, document): (&Path, usize),
-        problems: &mut Vec<ManifestProblem>,
-    ) {
-        let entry = (object, file.to_owned(), document);
-        // Later documents win, as when the files are applied in order with kubectl. The earlier
-        // one was in effect skipped, so it is reported like any other skipped document.
-        if let Some((_, old_file, old_document)) = self.0.insert(key.clone(), entry) {
-            let (namespace, name) = key;
-            let id = if namespace.is_empty() {
-                name
-            } else {
-                format!("{namespace}/{name}")
-            };
-            let reason = format!(
-                "duplicate {kind} {id}: replaced by document {document} of {}",
-                file.display()
-            );
-            parse::problem(problems, &old_file, Some(old_document), reason);
-        }
-    }
-
-    fn into_vec(self) -> Vec<T> {
-        self.0.into_values().map(|(object, _, _)| *object).collect()
-    }
+    (
+        object.kind(),
+        namespace,
+        meta.name.clone().unwrap_or_default(),
+    )
 }
