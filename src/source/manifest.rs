@@ -1,1 +1,189 @@
 //! The "no cluster" source: a directory or file of YAML/JSON manifests.
+//!
+//! A directory means the `*.yaml`, `*.yml` and `*.json` files directly in it (not in
+//! subdirectories), in name order. A file may hold several YAML documents and `kind: List`s.
+//! Services, EndpointSlices and Nodes are loaded; other kinds are ignored; a document that cannot
+//! be used is skipped with a warning and reported as a [`ManifestProblem`], so one typo does not
+//! take the other objects down with it.
+
+use std::{
+    collections::BTreeMap,
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use k8s_openapi::api::{core::v1::Node, core::v1::Service, discovery::v1::EndpointSlice};
+
+use super::{Event, Kind, Object};
+
+mod parse;
+mod watch;
+
+pub use watch::{DEFAULT_POLL_INTERVAL, watch, watch_every};
+
+/// The path given to the source cannot be used at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read manifests at {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("manifest path {} is neither a file nor a directory", path.display())]
+    NotFileOrDirectory { path: PathBuf },
+}
+
+/// A document or file that was skipped, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestProblem {
+    pub file: PathBuf,
+    /// 0-based index of the document in the file; `None` when the whole file was skipped.
+    pub document: Option<usize>,
+    pub reason: String,
+}
+
+/// Everything one load found. Objects are sorted by namespace and name, one per identity.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoadedManifests {
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    pub nodes: Vec<Node>,
+    pub problems: Vec<ManifestProblem>,
+}
+
+impl LoadedManifests {
+    /// One `Replace` per kind, always all three: a load is a complete list, so a kind whose
+    /// objects all disappeared must be replaced by an empty list, not left alone.
+    pub fn into_events(self) -> Vec<Event> {
+        fn objects<T>(items: Vec<T>, wrap: fn(Box<T>) -> Object) -> Vec<Object> {
+            items.into_iter().map(|item| wrap(Box::new(item))).collect()
+        }
+        vec![
+            Event::Replace(Kind::Service, objects(self.services, Object::Service)),
+            Event::Replace(
+                Kind::EndpointSlice,
+                objects(self.endpoint_slices, Object::EndpointSlice),
+            ),
+            Event::Replace(Kind::Node, objects(self.nodes, Object::Node)),
+        ]
+    }
+}
+
+/// Loads every manifest at `path` (a file or a directory). Fails only when `path` itself cannot
+/// be read; problems inside files are in [`LoadedManifests::problems`].
+pub fn load(path: &Path) -> Result<LoadedManifests, ManifestError> {
+    Ok(read_snapshot(path)?.parse())
+}
+
+/// The raw content of the files at a path, in load order. Kept so the watcher can tell whether
+/// anything changed by comparing content (see `watch`), and so a reload parses exactly the bytes
+/// it compared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Snapshot {
+    files: Vec<(PathBuf, Result<Vec<u8>, String>)>,
+}
+
+fn read_snapshot(path: &Path) -> Result<Snapshot, ManifestError> {
+    let read_error = |source| ManifestError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    // metadata() follows symlinks: a ConfigMap volume presents its files as symlinks.
+    let meta = fs::metadata(path).map_err(read_error)?;
+    let files = if meta.is_file() {
+        vec![(path.to_owned(), read_file(path))]
+    } else if meta.is_dir() {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(path).map_err(read_error)? {
+            let entry_path = entry.map_err(read_error)?.path();
+            let wanted = entry_path
+                .extension()
+                .is_some_and(|ext| ext == "yaml" || ext == "yml" || ext == "json");
+            // A dangling symlink (an editor's lock file) or a file removed since the listing
+            // is not a manifest; a subdirectory is not read at all.
+            if wanted && fs::metadata(&entry_path).is_ok_and(|m| m.is_file()) {
+                names.push(entry_path);
+            }
+        }
+        names.sort();
+        names
+            .into_iter()
+            .map(|p| (p.clone(), read_file(&p)))
+            .collect()
+    } else {
+        return Err(ManifestError::NotFileOrDirectory {
+            path: path.to_owned(),
+        });
+    };
+    Ok(Snapshot { files })
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    fs::read(path).map_err(|e| e.to_string())
+}
+
+impl Snapshot {
+    fn parse(&self) -> LoadedManifests {
+        let mut problems = Vec::new();
+        // By identity, remembering where each object came from so that a duplicate can be
+        // reported against the definition it replaces. Sorted, so a load's order is stable.
+        let mut objects: BTreeMap<(Kind, String, String), (Object, &Path, usize)> = BTreeMap::new();
+        for (file, content) in &self.files {
+            let bytes = match content {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    parse::problem(&mut problems, file, None, format!("cannot read: {e}"));
+                    continue;
+                }
+            };
+            for (document, object) in parse::parse_file(file, bytes, &mut problems) {
+                let key = key(&object);
+                // Later documents win, as when the files are applied in order with kubectl. The
+                // earlier one was in effect skipped, so it is reported like any skipped document.
+                if let Some((_, old_file, old_document)) =
+                    objects.insert(key.clone(), (object, file, document))
+                {
+                    let (kind, namespace, name) = key;
+                    let id = if namespace.is_empty() {
+                        name
+                    } else {
+                        format!("{namespace}/{name}")
+                    };
+                    let reason = format!(
+                        "duplicate {kind} {id}: replaced by document {document} of {}",
+                        file.display()
+                    );
+                    parse::problem(&mut problems, old_file, Some(old_document), reason);
+                }
+            }
+        }
+        let mut loaded = LoadedManifests {
+            problems,
+            ..LoadedManifests::default()
+        };
+        for (object, _, _) in objects.into_values() {
+            match object {
+                Object::Service(s) => loaded.services.push(*s),
+                Object::EndpointSlice(s) => loaded.endpoint_slices.push(*s),
+                Object::Node(n) => loaded.nodes.push(*n),
+            }
+        }
+        loaded
+    }
+}
+
+/// An object's identity; a Node's namespace is always empty (parse clears it).
+fn key(object: &Object) -> (Kind, String, String) {
+    let meta = match object {
+        Object::Service(s) => &s.metadata,
+        Object::EndpointSlice(s) => &s.metadata,
+        Object::Node(n) => &n.metadata,
+    };
+    let namespace = meta.namespace.clone().unwrap_or_default();
+    (
+        object.kind(),
+        namespace,
+        meta.name.clone().unwrap_or_default(),
+    )
+}

@@ -1,0 +1,123 @@
+//! Reloading the manifests whenever they change.
+//!
+//! This polls the files' content instead of subscribing to inotify (the `notify` crate), because
+//! polling is the one mechanism that is right everywhere this source is used:
+//! - an editor's write-to-temp-then-rename replaces the inode, a ConfigMap volume swaps a
+//!   `..data` symlink, and a watched path may be deleted and recreated: an inotify watch on the
+//!   file misses or loses all of these, so it has to watch the parent directory, filter names,
+//!   and re-arm itself; comparing content needs none of that;
+//! - bind mounts from a container host, network file systems and overlay lower layers deliver no
+//!   inotify events at all;
+//! - debouncing is "the content has stopped changing", which is exactly what we want to know,
+//!   rather than a quiet period after events that may or may not have fired.
+//!
+//! The price is reading a handful of small files twice a second and up to two poll intervals of
+//! latency, both negligible for a demo and test source. Content, not mtimes, is compared: two
+//! writes of the same size within one file-system timestamp tick would look unchanged.
+
+use std::{path::PathBuf, time::Duration};
+
+use tokio::{sync::mpsc::Sender, time::MissedTickBehavior};
+
+use super::{LoadedManifests, ManifestError, Snapshot, read_snapshot};
+use crate::source::Event;
+
+/// How often [`watch`] looks at the files.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A file that never stops changing (something appending to it) is loaded anyway after this many
+/// polls, so a reload is late but never starved.
+const MAX_DEFERRED_POLLS: u32 = 10;
+
+/// Loads the manifests at `path`, sends the three `Replace` events, then sends them again after
+/// every change to the files. Fails only when the first load cannot read `path`; later, an
+/// unreadable path keeps the last loaded objects (like a failed relist) until it is readable
+/// again. Returns `Ok` once the receiver is dropped.
+pub async fn watch(path: PathBuf, tx: Sender<Event>) -> Result<(), ManifestError> {
+    watch_every(path, DEFAULT_POLL_INTERVAL, tx).await
+}
+
+/// [`watch`] with another poll interval. A change is loaded once two consecutive polls see the
+/// same new content, so a burst of writes closer together than `poll` gives one reload.
+pub async fn watch_every(
+    path: PathBuf,
+    poll: Duration,
+    tx: Sender<Event>,
+) -> Result<(), ManifestError> {
+    let mut loaded = snapshot(&path).await?;
+    if !send(&tx, loaded.parse()).await {
+        return Ok(());
+    }
+    let mut ticker = tokio::time::interval(poll);
+    // After a slow poll, wait a full interval again: catching up would compare two snapshots
+    // taken back to back and call a half-written burst "stable".
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticker.tick().await; // the first tick completes at once
+    let mut pending: Option<Snapshot> = None;
+    let mut deferred = 0;
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tx.closed() => return Ok(()),
+            _ = ticker.tick() => {}
+        }
+        let current = match snapshot(&path).await {
+            Ok(current) => current,
+            Err(e) => {
+                if !failing {
+                    tracing::warn!("{e}; keeping the manifests loaded last");
+                }
+                failing = true;
+                pending = None;
+                continue;
+            }
+        };
+        if std::mem::take(&mut failing) {
+            tracing::info!(path = %path.display(), "manifest path is readable again");
+        }
+        if current == loaded {
+            pending = None;
+            deferred = 0;
+            continue;
+        }
+        deferred += 1;
+        if pending.as_ref() != Some(&current) && deferred <= MAX_DEFERRED_POLLS {
+            pending = Some(current);
+            continue;
+        }
+        let manifests = current.parse();
+        tracing::info!(
+            path = %path.display(),
+            services = manifests.services.len(),
+            endpoint_slices = manifests.endpoint_slices.len(),
+            nodes = manifests.nodes.len(),
+            problems = manifests.problems.len(),
+            "reloaded manifests",
+        );
+        loaded = current;
+        pending = None;
+        deferred = 0;
+        if !send(&tx, manifests).await {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads off the async threads: file system calls block.
+async fn snapshot(path: &std::path::Path) -> Result<Snapshot, ManifestError> {
+    let path = path.to_owned();
+    match tokio::task::spawn_blocking(move || read_snapshot(&path)).await {
+        Ok(result) => result,
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    }
+}
+
+/// False once the receiver is gone.
+async fn send(tx: &Sender<Event>, manifests: LoadedManifests) -> bool {
+    for event in manifests.into_events() {
+        if tx.send(event).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
