@@ -6,3 +6,5 @@ pub mod config;
 pub mod desired;
 pub mod source;
 pub mod tracker;
+pub mod debug;
+pub mod options;

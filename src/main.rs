@@ -1,1 +1,79 @@
-fn main() {}
+//! The `kproxy` binary: flags and config at the edge, then the agent or a debug command.
+
+use std::{io::Write, path::Path};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use kproxy::{
+    cli::{Cli, Command, DebugCommand, DumpArgs, OutputFormat, ProxyFlags},
+    debug, options,
+    source::manifest,
+    tracker::Tracker,
+};
+use kproxy_modes::model::DesiredState;
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("kproxy: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(flags: &ProxyFlags) {
+    let default = match flags.v.unwrap_or(0) {
+        0..=1 => "info",
+        2..=4 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Debug(DebugCommand::Dump(args))) => {
+            init_logging(&args.flags);
+            dump(&args)
+        }
+        None => {
+            init_logging(&cli.flags);
+            let cfg = kproxy::cli::resolve_config(&cli.flags).context("invalid configuration")?;
+            if let Some(path) = &cli.flags.write_config_to {
+                kproxy::cli::write_config_to(&cfg, path)?;
+                eprintln!("kproxy: wrote configuration to {}", path.display());
+                return Ok(());
+            }
+            bail!("proxy mode {} is not available in this build yet", cfg.proxy_mode())
+        }
+    }
+}
+
+/// Builds the desired state from `--manifests` the way the agent would.
+fn desired_from_manifests(flags: &ProxyFlags) -> Result<DesiredState> {
+    let cfg = kproxy::cli::resolve_config(flags).context("invalid configuration")?;
+    let path = flags.manifests.as_deref().context("debug dump needs --manifests PATH (a directory or file of manifests)")?;
+    let opts = options::proxy_options(&cfg);
+    let loaded = manifest::load(Path::new(path))?;
+    if !loaded.nodes.iter().any(|n| n.metadata.name.as_deref() == Some(opts.node_name.as_str())) {
+        tracing::warn!(node = %opts.node_name, "no Node object with this node's name in the manifests: no endpoint counts as local and no zone is known (set --hostname-override)");
+    }
+    let mut tracker = Tracker::new(opts);
+    for event in loaded.into_events() {
+        tracker.apply(event);
+    }
+    let (state, _) = tracker.update().context("manifests did not list every kind")?;
+    Ok(state.clone())
+}
+
+fn dump(args: &DumpArgs) -> Result<()> {
+    let state = desired_from_manifests(&args.flags)?;
+    let text = match args.output {
+        OutputFormat::Table => debug::dump::table(&state),
+        OutputFormat::Json => serde_json::to_string_pretty(&state)? + "\n",
+        OutputFormat::Yaml => serde_saphyr::to_string(&state).context("yaml output")?,
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! `kproxy debug ...`: what kproxy sees and would program, for people and tools.
+
+pub mod dump;

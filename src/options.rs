@@ -1,0 +1,35 @@
+//! From the resolved KubeProxyConfiguration to the options the compute reads.
+
+use crate::{
+    config::{KubeProxyConfiguration, LocalMode},
+    desired::{DetectLocal, ProxyOptions},
+};
+
+/// This node's name: `hostnameOverride`, else the kernel's hostname, lowercased as upstream.
+pub fn node_name(cfg: &KubeProxyConfiguration) -> String {
+    let name = if cfg.hostname_override.trim().is_empty() {
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default()
+    } else {
+        cfg.hostname_override.clone()
+    };
+    name.trim().to_lowercase()
+}
+
+pub fn proxy_options(cfg: &KubeProxyConfiguration) -> ProxyOptions {
+    let detect_local = match cfg.detect_local_mode() {
+        LocalMode::ClusterCidr => DetectLocal::ClusterCidr(cfg.cluster_cidrs()),
+        LocalMode::NodeCidr => DetectLocal::NodeCidr,
+        LocalMode::BridgeInterface => DetectLocal::BridgeInterface(cfg.detect_local.bridge_interface.clone()),
+        LocalMode::InterfaceNamePrefix => {
+            DetectLocal::InterfaceNamePrefix(cfg.detect_local.interface_name_prefix.clone())
+        }
+    };
+    ProxyOptions {
+        node_name: node_name(cfg),
+        detect_local,
+        node_port_addresses: cfg.node_port_addresses.clone(),
+        masquerade_all: cfg.effective_masquerade_all(),
+        masquerade_bit: cfg.effective_masquerade_bit(),
+        service_cidrs: Vec::new(),
+    }
+}
