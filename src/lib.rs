@@ -3,8 +3,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod debug;
 pub mod desired;
+pub mod options;
 pub mod source;
 pub mod tracker;
-pub mod debug;
-pub mod options;

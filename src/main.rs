@@ -28,7 +28,10 @@ fn init_logging(flags: &ProxyFlags) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -45,7 +48,10 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("kproxy: wrote configuration to {}", path.display());
                 return Ok(());
             }
-            bail!("proxy mode {} is not available in this build yet", cfg.proxy_mode())
+            bail!(
+                "proxy mode {} is not available in this build yet",
+                cfg.proxy_mode()
+            )
         }
     }
 }
@@ -53,17 +59,26 @@ fn run(cli: Cli) -> Result<()> {
 /// Builds the desired state from `--manifests` the way the agent would.
 fn desired_from_manifests(flags: &ProxyFlags) -> Result<DesiredState> {
     let cfg = kproxy::cli::resolve_config(flags).context("invalid configuration")?;
-    let path = flags.manifests.as_deref().context("debug dump needs --manifests PATH (a directory or file of manifests)")?;
+    let path = flags
+        .manifests
+        .as_deref()
+        .context("debug dump needs --manifests PATH (a directory or file of manifests)")?;
     let opts = options::proxy_options(&cfg);
     let loaded = manifest::load(Path::new(path))?;
-    if !loaded.nodes.iter().any(|n| n.metadata.name.as_deref() == Some(opts.node_name.as_str())) {
+    if !loaded
+        .nodes
+        .iter()
+        .any(|n| n.metadata.name.as_deref() == Some(opts.node_name.as_str()))
+    {
         tracing::warn!(node = %opts.node_name, "no Node object with this node's name in the manifests: no endpoint counts as local and no zone is known (set --hostname-override)");
     }
     let mut tracker = Tracker::new(opts);
     for event in loaded.into_events() {
         tracker.apply(event);
     }
-    let (state, _) = tracker.update().context("manifests did not list every kind")?;
+    let (state, _) = tracker
+        .update()
+        .context("manifests did not list every kind")?;
     Ok(state.clone())
 }
 

@@ -19,7 +19,9 @@ pub fn proxy_options(cfg: &KubeProxyConfiguration) -> ProxyOptions {
     let detect_local = match cfg.detect_local_mode() {
         LocalMode::ClusterCidr => DetectLocal::ClusterCidr(cfg.cluster_cidrs()),
         LocalMode::NodeCidr => DetectLocal::NodeCidr,
-        LocalMode::BridgeInterface => DetectLocal::BridgeInterface(cfg.detect_local.bridge_interface.clone()),
+        LocalMode::BridgeInterface => {
+            DetectLocal::BridgeInterface(cfg.detect_local.bridge_interface.clone())
+        }
         LocalMode::InterfaceNamePrefix => {
             DetectLocal::InterfaceNamePrefix(cfg.detect_local.interface_name_prefix.clone())
         }

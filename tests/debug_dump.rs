@@ -4,11 +4,20 @@ use std::process::Command;
 
 fn dump(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_kproxy"))
-        .args(["debug", "dump", "--manifests", concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples")])
+        .args([
+            "debug",
+            "dump",
+            "--manifests",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples"),
+        ])
         .args(args)
         .output()
         .expect("run kproxy");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 /// The JSON output lists every example Service port in each family with its endpoint sets.
@@ -21,8 +30,21 @@ fn json_dump_of_the_examples_has_every_service_port_and_its_endpoints() {
     for fam in v["families"].as_array().unwrap() {
         for p in fam["services"].as_array().unwrap() {
             let n = &p["name"];
-            let cluster: Vec<&str> = p["endpoints"]["cluster"].as_array().unwrap().iter().map(|e| e["addr"].as_str().unwrap()).collect();
-            ports.push(format!("{} {}/{}:{}/{} {}", fam["family"].as_str().unwrap(), n["namespace"].as_str().unwrap(), n["name"].as_str().unwrap(), n["port"].as_str().unwrap(), n["protocol"].as_str().unwrap(), cluster.join(",")));
+            let cluster: Vec<&str> = p["endpoints"]["cluster"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["addr"].as_str().unwrap())
+                .collect();
+            ports.push(format!(
+                "{} {}/{}:{}/{} {}",
+                fam["family"].as_str().unwrap(),
+                n["namespace"].as_str().unwrap(),
+                n["name"].as_str().unwrap(),
+                n["port"].as_str().unwrap(),
+                n["protocol"].as_str().unwrap(),
+                cluster.join(",")
+            ));
         }
     }
     assert_eq!(
@@ -60,14 +82,28 @@ fn table_dump_gives_the_reason_for_each_excluded_endpoint() {
     ] {
         assert!(stdout.contains(needle), "missing {needle:?} in\n{stdout}");
     }
-    assert!(!stdout.contains("shop/db"), "headless Services are not proxied");
-    assert!(!stdout.contains("payments"), "ExternalName Services are not proxied");
+    assert!(
+        !stdout.contains("shop/db"),
+        "headless Services are not proxied"
+    );
+    assert!(
+        !stdout.contains("payments"),
+        "ExternalName Services are not proxied"
+    );
 }
 
 /// A bad flag value fails with the field and value named, and a non-zero exit.
 #[test]
 fn an_invalid_flag_value_names_the_field_and_exits_non_zero() {
-    let (ok, _, stderr) = dump(&["--hostname-override", "node-a", "--iptables-masquerade-bit", "40"]);
+    let (ok, _, stderr) = dump(&[
+        "--hostname-override",
+        "node-a",
+        "--iptables-masquerade-bit",
+        "40",
+    ]);
     assert!(!ok);
-    assert!(stderr.contains("masqueradeBit") && stderr.contains("40"), "{stderr}");
+    assert!(
+        stderr.contains("masqueradeBit") && stderr.contains("40"),
+        "{stderr}"
+    );
 }

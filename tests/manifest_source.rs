@@ -227,7 +227,7 @@ fn a_missing_path_is_an_error_rather_than_an_empty_load() {
 }
 
 #[test]
-fn into_events_always_replaces_all_three_kinds_even_when_empty() {
+fn into_events_always_replaces_every_kind_even_when_empty() {
     let dir = tempfile::tempdir().unwrap();
     let loaded = load(dir.path()).unwrap();
     assert_eq!(
@@ -236,6 +236,7 @@ fn into_events_always_replaces_all_three_kinds_even_when_empty() {
             Event::Replace(Kind::Service, vec![]),
             Event::Replace(Kind::EndpointSlice, vec![]),
             Event::Replace(Kind::Node, vec![]),
+            Event::Replace(Kind::ServiceCidr, vec![]),
         ]
     );
     let events = load(&data("valid")).unwrap().into_events();
@@ -254,7 +255,8 @@ fn into_events_always_replaces_all_three_kinds_even_when_empty() {
         [
             (Kind::Service, 3),
             (Kind::EndpointSlice, 2),
-            (Kind::Node, 2)
+            (Kind::Node, 2),
+            (Kind::ServiceCidr, 0)
         ]
     );
 }

@@ -163,3 +163,35 @@ fn a_relabelled_slice_moves_and_a_deleted_service_goes() {
             .contains_key(&port("b"))
     );
 }
+
+/// ServiceCIDR objects (networking.k8s.io/v1) supply the service CIDRs per family; a change to
+/// them changes every Service's context, so it is a full sync.
+#[test]
+fn service_cidr_objects_feed_the_service_cidrs_of_their_family() {
+    let mut t = ready_tracker();
+    t.update().unwrap();
+    let cidr: k8s_openapi::api::networking::v1::ServiceCIDR = serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
+        "metadata": {"name": "kubernetes"}, "spec": {"cidrs": ["172.30.0.0/16", "fd00:96::/112"]}
+    }))
+    .unwrap();
+    t.apply(Event::Replace(
+        Kind::ServiceCidr,
+        vec![Object::ServiceCidr(Box::new(cidr))],
+    ));
+    let (state, changes) = t.update().unwrap();
+    assert!(changes.full);
+    let v4 = &state.family(IpFamily::V4).unwrap().node.service_cidrs;
+    assert_eq!(v4, &vec!["172.30.0.0/16".parse::<ipnet::IpNet>().unwrap()]);
+    t.apply(Event::Replace(Kind::ServiceCidr, vec![]));
+    assert!(
+        t.update()
+            .unwrap()
+            .0
+            .family(IpFamily::V4)
+            .unwrap()
+            .node
+            .service_cidrs
+            .is_empty()
+    );
+}

@@ -4,8 +4,8 @@
 use std::fmt::Write;
 
 use kproxy_modes::model::{
-    DesiredState, Endpoint, ExcludedEndpoint, FamilyState, LocalTrafficDetector, NodePortAddresses, ServicePort,
-    TrafficPolicy,
+    DesiredState, Endpoint, ExcludedEndpoint, FamilyState, LocalTrafficDetector, NodePortAddresses,
+    ServicePort, TrafficPolicy,
 };
 
 /// The readable table.
@@ -35,7 +35,11 @@ fn family_table(out: &mut String, fam: &FamilyState) {
         detector(&n.local_traffic),
         node_port_addrs(&n.node_port_addresses),
         n.masquerade_mark,
-        if n.masquerade_all { ", all traffic" } else { "" }
+        if n.masquerade_all {
+            ", all traffic"
+        } else {
+            ""
+        }
     );
     let rows: Vec<[String; 4]> = fam.services.values().flat_map(port_rows).collect();
     let header = ["SERVICE PORT", "VIP", "POLICY", "ENDPOINTS"].map(String::from);
@@ -67,17 +71,38 @@ fn port_rows(p: &ServicePort) -> Vec<[String; 4]> {
     let name = p.name.to_string();
     let mut vip_row = |vip: String, policy: TrafficPolicy, eps: &[Endpoint]| {
         let first = rows.is_empty();
-        rows.push([if first { name.clone() } else { String::new() }, vip, policy_label(policy), endpoint_list(eps, p)]);
+        rows.push([
+            if first { name.clone() } else { String::new() },
+            vip,
+            policy_label(policy),
+            endpoint_list(eps, p),
+        ]);
     };
-    vip_row(format!("{} (cluster IP)", sock(p.cluster_ip, p.port)), p.internal_policy, p.internal_endpoints());
+    vip_row(
+        format!("{} (cluster IP)", sock(p.cluster_ip, p.port)),
+        p.internal_policy,
+        p.internal_endpoints(),
+    );
     if let Some(np) = p.node_port {
-        vip_row(format!("*:{np} (node port)"), p.external_policy, p.external_endpoints());
+        vip_row(
+            format!("*:{np} (node port)"),
+            p.external_policy,
+            p.external_endpoints(),
+        );
     }
     for ip in &p.external_ips {
-        vip_row(format!("{} (external IP)", sock(*ip, p.port)), p.external_policy, p.external_endpoints());
+        vip_row(
+            format!("{} (external IP)", sock(*ip, p.port)),
+            p.external_policy,
+            p.external_endpoints(),
+        );
     }
     for ip in &p.load_balancer_ips {
-        vip_row(format!("{} (load balancer)", sock(*ip, p.port)), p.external_policy, p.external_endpoints());
+        vip_row(
+            format!("{} (load balancer)", sock(*ip, p.port)),
+            p.external_policy,
+            p.external_endpoints(),
+        );
     }
     let mut notes = Vec::new();
     if p.external_policy == TrafficPolicy::Local && p.externally_accessible() {
@@ -87,17 +112,31 @@ fn port_rows(p: &ServicePort) -> Vec<[String; 4]> {
         ));
     }
     if let Some(a) = p.session_affinity {
-        notes.push(format!("session affinity ClientIP, timeout {}s", a.timeout_seconds));
+        notes.push(format!(
+            "session affinity ClientIP, timeout {}s",
+            a.timeout_seconds
+        ));
     }
     if !p.load_balancer_source_ranges.is_empty() {
-        let r: Vec<String> = p.load_balancer_source_ranges.iter().map(|r| r.to_string()).collect();
+        let r: Vec<String> = p
+            .load_balancer_source_ranges
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
         notes.push(format!("load balancer source ranges: {}", r.join(", ")));
     }
     if let Some(hc) = p.health_check_node_port {
         notes.push(format!("health check node port {hc}"));
     }
     notes.extend(p.endpoints.excluded.iter().map(excluded));
-    rows.extend(notes.into_iter().map(|n| [String::new(), String::new(), String::new(), format!("- {n}")]));
+    rows.extend(notes.into_iter().map(|n| {
+        [
+            String::new(),
+            String::new(),
+            String::new(),
+            format!("- {n}"),
+        ]
+    }));
     rows
 }
 
@@ -110,7 +149,11 @@ fn policy_label(p: TrafficPolicy) -> String {
 
 fn endpoint_list(eps: &[Endpoint], p: &ServicePort) -> String {
     if eps.is_empty() {
-        return if p.endpoints.has_any { "(none usable here: dropped)".into() } else { "(no endpoints: rejected)".into() };
+        return if p.endpoints.has_any {
+            "(none usable here: dropped)".into()
+        } else {
+            "(no endpoints: rejected)".into()
+        };
     }
     let list: Vec<String> = eps
         .iter()
@@ -133,7 +176,12 @@ fn endpoint_list(eps: &[Endpoint], p: &ServicePort) -> String {
 }
 
 fn excluded(e: &ExcludedEndpoint) -> String {
-    format!("excluded from the {} set: {} ({})", policy_label(e.set), e.addr, e.reason)
+    format!(
+        "excluded from the {} set: {} ({})",
+        policy_label(e.set),
+        e.addr,
+        e.reason
+    )
 }
 
 fn sock(ip: std::net::IpAddr, port: u16) -> String {
@@ -155,6 +203,10 @@ fn detector(d: &LocalTrafficDetector) -> String {
 fn node_port_addrs(a: &NodePortAddresses) -> String {
     match a {
         NodePortAddresses::All => "all local addresses".into(),
-        NodePortAddresses::Cidrs(c) => c.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", "),
+        NodePortAddresses::Cidrs(c) => c
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }

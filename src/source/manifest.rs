@@ -12,7 +12,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use k8s_openapi::api::{core::v1::Node, core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::{
+    core::v1::Node, core::v1::Service, discovery::v1::EndpointSlice, networking::v1::ServiceCIDR,
+};
 
 use super::{Event, Kind, Object};
 
@@ -49,11 +51,12 @@ pub struct LoadedManifests {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
     pub nodes: Vec<Node>,
+    pub service_cidrs: Vec<ServiceCIDR>,
     pub problems: Vec<ManifestProblem>,
 }
 
 impl LoadedManifests {
-    /// One `Replace` per kind, always all three: a load is a complete list, so a kind whose
+    /// One `Replace` per kind, always every kind: a load is a complete list, so a kind whose
     /// objects all disappeared must be replaced by an empty list, not left alone.
     pub fn into_events(self) -> Vec<Event> {
         fn objects<T>(items: Vec<T>, wrap: fn(Box<T>) -> Object) -> Vec<Object> {
@@ -66,6 +69,10 @@ impl LoadedManifests {
                 objects(self.endpoint_slices, Object::EndpointSlice),
             ),
             Event::Replace(Kind::Node, objects(self.nodes, Object::Node)),
+            Event::Replace(
+                Kind::ServiceCidr,
+                objects(self.service_cidrs, Object::ServiceCidr),
+            ),
         ]
     }
 }
@@ -167,6 +174,7 @@ impl Snapshot {
                 Object::Service(s) => loaded.services.push(*s),
                 Object::EndpointSlice(s) => loaded.endpoint_slices.push(*s),
                 Object::Node(n) => loaded.nodes.push(*n),
+                Object::ServiceCidr(c) => loaded.service_cidrs.push(*c),
             }
         }
         loaded
@@ -179,6 +187,7 @@ fn key(object: &Object) -> (Kind, String, String) {
         Object::Service(s) => &s.metadata,
         Object::EndpointSlice(s) => &s.metadata,
         Object::Node(n) => &n.metadata,
+        Object::ServiceCidr(c) => &c.metadata,
     };
     let namespace = meta.namespace.clone().unwrap_or_default();
     (

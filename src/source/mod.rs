@@ -1,7 +1,9 @@
 //! Where Kubernetes objects come from: a directory of manifests, or (later) the API server.
 //! Every source speaks the same [`Event`]s to the tracker.
 
-use k8s_openapi::api::{core::v1::Node, core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::{
+    core::v1::Node, core::v1::Service, discovery::v1::EndpointSlice, networking::v1::ServiceCIDR,
+};
 
 pub mod manifest;
 
@@ -11,6 +13,9 @@ pub enum Kind {
     Service,
     EndpointSlice,
     Node,
+    /// Service CIDRs (networking.k8s.io/v1): an unallocated IP inside one is dropped. Optional:
+    /// readiness does not wait for it.
+    ServiceCidr,
 }
 
 impl std::fmt::Display for Kind {
@@ -19,6 +24,7 @@ impl std::fmt::Display for Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Node => "Node",
+            Kind::ServiceCidr => "ServiceCIDR",
         })
     }
 }
@@ -29,6 +35,7 @@ pub enum Object {
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
     Node(Box<Node>),
+    ServiceCidr(Box<ServiceCIDR>),
 }
 
 impl Object {
@@ -37,6 +44,7 @@ impl Object {
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::Node(_) => Kind::Node,
+            Object::ServiceCidr(_) => Kind::ServiceCidr,
         }
     }
 }

@@ -25,6 +25,8 @@ pub struct Tracker {
     /// Service key -> names of its slices.
     slices_of: BTreeMap<Key, BTreeSet<String>>,
     node: Option<Node>,
+    /// ServiceCIDR objects by name: their CIDRs join the configured service CIDRs.
+    service_cidrs: BTreeMap<String, Vec<ipnet::IpNet>>,
     synced: BTreeSet<Kind>,
     /// Services whose ports must be recomputed.
     dirty: BTreeSet<Key>,
@@ -43,6 +45,7 @@ impl Tracker {
             slices: BTreeMap::new(),
             slices_of: BTreeMap::new(),
             node: None,
+            service_cidrs: BTreeMap::new(),
             synced: BTreeSet::new(),
             dirty: BTreeSet::new(),
             ctx: None,
@@ -105,6 +108,18 @@ impl Tracker {
                     self.node = Some(*node);
                 }
             }
+            Object::ServiceCidr(c) => {
+                let cidrs = c
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.cidrs.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.parse().ok())
+                    .collect();
+                self.service_cidrs
+                    .insert(c.metadata.name.clone().unwrap_or_default(), cidrs);
+            }
         }
     }
 
@@ -121,6 +136,10 @@ impl Tracker {
                 if node.metadata.name.as_deref() == Some(self.opts.node_name.as_str()) {
                     self.node = None;
                 }
+            }
+            Object::ServiceCidr(c) => {
+                self.service_cidrs
+                    .remove(c.metadata.name.as_deref().unwrap_or_default());
             }
         }
     }
@@ -169,6 +188,7 @@ impl Tracker {
                     self.remove_slice(&key);
                 }
             }
+            Kind::ServiceCidr => self.service_cidrs.clear(),
             Kind::Node => {
                 let own = objects.iter().any(|o| matches!(o, Object::Node(n) if n.metadata.name.as_deref() == Some(self.opts.node_name.as_str())));
                 if !own {
@@ -193,7 +213,12 @@ impl Tracker {
             .as_ref()
             .map(NodeFacts::from_node)
             .unwrap_or_default();
-        let ctx = NodeContext::new(&self.opts, &facts);
+        let mut opts = self.opts.clone();
+        opts.service_cidrs
+            .extend(self.service_cidrs.values().flatten().copied());
+        opts.service_cidrs.sort();
+        opts.service_cidrs.dedup();
+        let ctx = NodeContext::new(&opts, &facts);
         let mut changes = ChangeSet::default();
         if self.state.is_none() || self.ctx.as_ref() != Some(&ctx) {
             // Node facts feed every Service's result: recompute all of them.
@@ -282,6 +307,6 @@ fn object_key(obj: &Object) -> Option<Key> {
     match obj {
         Object::Service(s) => Some(key_of(&s.metadata)),
         Object::EndpointSlice(s) => Some(key_of(&s.metadata)),
-        Object::Node(_) => None,
+        Object::Node(_) | Object::ServiceCidr(_) => None,
     }
 }

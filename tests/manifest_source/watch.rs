@@ -26,10 +26,15 @@ fn start(path: &Path) -> Watcher {
     (rx, tokio::spawn(watch(path.to_owned(), tx)))
 }
 
-/// Receives one complete load (the three Replace events, in order) and returns its Services.
+/// Receives one complete load (one Replace event per kind, in order) and returns its Services.
 async fn next_load(rx: &mut Receiver<Event>) -> Vec<Service> {
     let mut services = Vec::new();
-    for want in [Kind::Service, Kind::EndpointSlice, Kind::Node] {
+    for want in [
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::Node,
+        Kind::ServiceCidr,
+    ] {
         let event = timeout(DEADLINE, rx.recv()).await;
         let event = event
             .expect("no load before the deadline")

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use k8s_openapi::api::{core::v1::Node, core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::{
+    core::v1::Node, core::v1::Service, discovery::v1::EndpointSlice, networking::v1::ServiceCIDR,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
@@ -170,6 +172,12 @@ fn classify(
             n.metadata.namespace = None;
             Object::Node(Box::new(n))
         }),
+        ("networking.k8s.io/v1", "ServiceCIDR") => {
+            decode::<ServiceCIDR>(map, "ServiceCIDR").map(|mut c| {
+                c.metadata.namespace = None;
+                Object::ServiceCidr(Box::new(c))
+            })
+        }
         // A watched kind under another version is almost certainly a mistake worth a warning
         // (e.g. the long-gone discovery.k8s.io/v1beta1), not a kind to ignore quietly.
         (_, "Service" | "EndpointSlice" | "Node" | "List") => Err(format!(

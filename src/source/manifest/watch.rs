@@ -29,7 +29,7 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// polls, so a reload is late but never starved.
 const MAX_DEFERRED_POLLS: u32 = 10;
 
-/// Loads the manifests at `path`, sends the three `Replace` events, then sends them again after
+/// Loads the manifests at `path`, sends a `Replace` event per kind, then sends them again after
 /// every change to the files. Fails only when the first load cannot read `path`; later, an
 /// unreadable path keeps the last loaded objects (like a failed relist) until it is readable
 /// again. Returns `Ok` once the receiver is dropped.
