@@ -1,6 +1,7 @@
 //! kproxy: a kube-proxy reimplementation. Data flows one way:
 //! source -> tracker -> desired state -> mode -> dataplane -> kernel.
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod debug;

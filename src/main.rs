@@ -5,12 +5,14 @@ use std::{io::Write, path::Path};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use kproxy::{
+    agent,
     cli::{Cli, Command, DebugCommand, DumpArgs, OutputFormat, ProxyFlags},
+    config::KubeProxyConfiguration,
     debug, options,
     source::manifest,
     tracker::Tracker,
 };
-use kproxy_modes::model::DesiredState;
+use kproxy_modes::{Mode, model::DesiredState};
 
 fn main() {
     let cli = Cli::parse();
@@ -48,11 +50,47 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("kproxy: wrote configuration to {}", path.display());
                 return Ok(());
             }
-            bail!(
-                "proxy mode {} is not available in this build yet",
-                cfg.proxy_mode()
-            )
+            let mut mode = make_mode(&cfg)?;
+            if cli.flags.cleanup.unwrap_or(false) {
+                return agent::cleanup(mode.as_mut()).context("cleanup");
+            }
+            let Some(manifests) = cli.flags.manifests.clone() else {
+                bail!(
+                    "reading the Kubernetes API arrives in a later release: pass --manifests PATH"
+                );
+            };
+            let opts = options::proxy_options(&cfg);
+            tracing::info!(node = %opts.node_name, mode = %cfg.proxy_mode(), manifests = %manifests.display(), "starting kproxy");
+            let periods = agent::Periods {
+                sync: cfg.effective_sync_period(),
+                min_sync: cfg.effective_min_sync_period(),
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async move {
+                let (tx, rx) = tokio::sync::mpsc::channel(64);
+                let source = tokio::spawn(manifest::watch(manifests, tx));
+                agent::run(Tracker::new(opts), rx, mode, periods, shutdown_signal()).await;
+                source.abort();
+                Ok(())
+            })
         }
+    }
+}
+
+/// The data plane for the configured mode.
+fn make_mode(cfg: &KubeProxyConfiguration) -> Result<Box<dyn Mode + Send>> {
+    bail!(
+        "proxy mode {} is not available in this build yet",
+        cfg.proxy_mode()
+    )
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }
 
