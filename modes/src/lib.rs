@@ -23,7 +23,8 @@ pub enum ModeError {
 /// a full one.
 pub trait Mode {
     fn name(&self) -> &'static str;
-    fn sync(&mut self, desired: &DesiredState, changes: &ChangeSet) -> Result<SyncStats, ModeError>;
+    fn sync(&mut self, desired: &DesiredState, changes: &ChangeSet)
+    -> Result<SyncStats, ModeError>;
     /// Removes everything this mode owns, and nothing else.
     fn cleanup(&mut self) -> Result<(), ModeError>;
 }

@@ -224,7 +224,9 @@ pub struct ServicePort {
 impl ServicePort {
     /// Reached from outside the cluster: through a NodePort, an external IP or a load balancer.
     pub fn externally_accessible(&self) -> bool {
-        self.node_port.is_some() || !self.external_ips.is_empty() || !self.load_balancer_ips.is_empty()
+        self.node_port.is_some()
+            || !self.external_ips.is_empty()
+            || !self.load_balancer_ips.is_empty()
     }
 
     /// The endpoints for traffic to the cluster IP (internalTrafficPolicy applied).
