@@ -282,13 +282,6 @@ impl TestBed {
         Ok(())
     }
 
-    /// Stops the node's servers on `port`/`proto` (bystanders of one step).
-    pub fn stop_servers_on(&mut self, proto: Proto, port: u16) {
-        self.servers.retain(|s| {
-            !(s.proto == proto && s.addr.port() == port && s.addr.ip().is_unspecified())
-        });
-    }
-
     /// Sends one probe from the namespace owning `source`.
     pub async fn probe(&self, proto: Proto, source: IpAddr, dest: SocketAddr) -> Result<Outcome> {
         let ns = self.ns_for_source(source)?;

@@ -60,14 +60,17 @@ impl NsProcess {
         match tokio::time::timeout(deadline, wait).await {
             Ok(Ok(c)) if c.lines.iter().any(|l| l.contains(needle)) => Ok(()),
             Ok(_) => {
-                let status = self.child.wait().await.ok();
+                let status = match self.child.wait().await {
+                    Ok(s) => s.to_string(),
+                    Err(e) => e.to_string(),
+                };
                 bail!(
-                    "exited ({status:?}) before printing {needle:?}; output:\n{}",
+                    "exited ({status}) before printing {needle:?}\noutput:\n{}",
                     self.output().join("\n")
                 )
             }
             Err(_) => bail!(
-                "no {needle:?} within {deadline:?}; output:\n{}",
+                "no {needle:?} within {deadline:?}\noutput:\n{}",
                 self.output().join("\n")
             ),
         }

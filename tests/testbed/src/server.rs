@@ -35,6 +35,11 @@ impl Proto {
             other => anyhow::bail!("unknown protocol {other}"),
         }
     }
+
+    /// Whether this machine can make sockets of this protocol at all.
+    pub fn available(self) -> bool {
+        self != Proto::Sctp || sctp_supported()
+    }
 }
 
 /// Whether this kernel can make SCTP sockets (kernel-wide, so probed once in any namespace).
