@@ -6,7 +6,7 @@ use super::judge::{Verdict, judge};
 use crate::bed::{TestBed, Where};
 use crate::netns::unique_tag;
 use crate::process::run_in;
-use crate::server::{Proto, Server};
+use crate::server::Server;
 use anyhow::{Context, Result};
 use std::collections::BTreeSet;
 use std::io::Write;
