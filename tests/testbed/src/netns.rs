@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 pub const NETNS_DIR: &str = "/run/netns";
 /// Every namespace this crate makes starts with this, so `cleanup --prefix kpt` finds leftovers.
-pub const DEFAULT_PREFIX: &str = "kpt";
+pub const DEFAULT_PREFIX: &str = "kptb";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

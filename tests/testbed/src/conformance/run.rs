@@ -223,19 +223,39 @@ async fn run_case(
     Ok(())
 }
 
-/// A listener on the node's wildcard address for each port/protocol this step expects `none` on,
-/// answering "node": proof that a packet was delivered locally untouched.
+/// Bystanders: a listener on the node's wildcard address on every port/protocol of this step,
+/// answering "node". For `none` they prove a packet was delivered locally untouched; for REJECT and
+/// DROP they keep the node kernel's own reset for a closed port from passing as a REJECT. Ports of
+/// ACCEPT flows get none (the node's own listener must answer there), nor do ports something on
+/// the node already listens on.
 async fn start_bystanders(bed: &TestBed, flows: &[Flow]) -> Result<Vec<Server>> {
+    let mut accept = BTreeSet::new();
     let mut want = BTreeSet::new();
     for f in flows {
         let proto = f.proto()?;
-        if f.expected()? == Expected::None && proto.available() {
+        if f.expected()? == Expected::Accept {
+            accept.insert((proto, f.port));
+        } else if proto.available() {
             want.insert((proto, wildcard(f.dest, f.port)));
         }
     }
     let mut servers = Vec::new();
     for (proto, addr) in want {
-        servers.push(Server::start(&bed.node, proto, addr, Some("node")).await?);
+        if accept.contains(&(proto, addr.port())) {
+            continue;
+        }
+        match Server::start(&bed.node, proto, addr, Some("node")).await {
+            Ok(s) => servers.push(s),
+            Err(e) if in_use(&e) => eprintln!("no bystander on {proto:?} {addr}: port in use"),
+            Err(e) => return Err(e),
+        }
     }
     Ok(servers)
+}
+
+fn in_use(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+    })
 }
