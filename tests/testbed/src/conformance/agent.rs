@@ -168,3 +168,53 @@ impl Agent {
         self.proc.as_ref().map(|p| p.output()).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_and_node_follow_the_scenario() {
+        let c = Case::parse(
+            r#"
+name: t
+node: {name: n1, ips: [192.168.0.2, 192.168.1.2], primary_ip: 192.168.1.2, labels: {zone: a}}
+config: {cluster_cidr: null, masquerade_all: true, masquerade_mark: '0x8000',
+         localhost_nodeports: false, node_port_addresses: [127.0.0.0/8], service_cidrs: [172.30.0.0/16]}
+steps:
+- flows:
+  - {name: a, source: 1.2.3.4, dest: 192.168.0.2, port: 10256, protocol: TCP, expect: {verdict: none}}
+"#,
+        )
+        .unwrap();
+        let cfg = config(&c, "iptables").unwrap();
+        assert_eq!(cfg["mode"], "iptables");
+        assert_eq!(cfg["clusterCIDR"], "");
+        assert_eq!(cfg["iptables"]["masqueradeBit"], 15);
+        assert_eq!(cfg["nftables"]["masqueradeAll"], true);
+        assert_eq!(cfg["iptables"]["localhostNodePorts"], false);
+        assert_eq!(cfg["nodePortAddresses"][0], "127.0.0.0/8");
+        // A flow uses 10256: healthz moves off it.
+        assert_eq!(cfg["healthzBindAddress"], "127.0.0.1:10257");
+
+        let dir = std::env::temp_dir().join(crate::netns::unique_tag());
+        write_manifests(&dir, &c, &[]).unwrap();
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        files.sort();
+        assert_eq!(
+            files,
+            [
+                "000-node-cluster-n1.yaml",
+                "001-servicecidr-cluster-kubernetes.yaml"
+            ]
+        );
+        let node: Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(dir.join(&files[0])).unwrap()).unwrap();
+        assert_eq!(node["status"]["addresses"][0]["address"], "192.168.1.2");
+        assert_eq!(node["metadata"]["labels"]["zone"], "a");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

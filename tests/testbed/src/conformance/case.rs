@@ -135,8 +135,12 @@ impl Case {
     pub fn load(path: &Path) -> Result<Case> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let case: Case =
-            serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Case::parse(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Parses and checks a scenario: every flow's protocol and expectation must be understood.
+    pub fn parse(text: &str) -> Result<Case> {
+        let case: Case = serde_saphyr::from_str(text)?;
         anyhow::ensure!(!case.node.ips.is_empty(), "node.ips is empty");
         for step in &case.steps {
             for f in &step.flows {
@@ -258,4 +262,75 @@ pub enum SourceKind {
     Pod,
     Remote,
     External,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CASE: &str = r#"
+name: t
+node: {name: n1, ips: [192.168.0.2, '2001:db8::1'], primary_ip: 2001:db8::1}
+config: {cluster_cidr: 10.0.0.0/8, masquerade_mark: '0x4000', node_port_addresses: []}
+objects:
+- apiVersion: discovery.k8s.io/v1
+  kind: EndpointSlice
+  metadata: {name: s, namespace: ns}
+  endpoints:
+  - {addresses: [10.180.0.1], nodeName: n1}
+  - {addresses: [10.180.2.1]}
+  ports: [{port: 80}, {port: 53, protocol: UDP}]
+steps:
+- flows:
+  - {name: a, source: 10.0.0.2, dest: 172.30.0.1, port: 80, protocol: TCP, expect: {endpoints: ['10.180.0.1:80'], sticky: true}}
+- objects_replace: true
+  objects:
+  - {kind: EndpointSlice, endpoints: [{addresses: [10.180.2.1], nodeName: n1}], ports: [{port: 8080}]}
+  flows:
+  - {name: b, source: 203.0.113.2, dest: 192.168.0.2, port: 3001, protocol: udp, expect: {verdict: REJECT}, masq: false}
+"#;
+
+    #[test]
+    fn parses_a_scenario_and_derives_the_topology() {
+        let c = Case::parse(CASE).unwrap();
+        assert_eq!(c.node_ips()[0], "2001:db8::1".parse::<IpAddr>().unwrap());
+        assert_eq!(c.masquerade_bit().unwrap(), Some(14));
+        let eps = c.endpoints();
+        let local = &eps[&"10.180.0.1".parse::<IpAddr>().unwrap()];
+        assert!(local.local);
+        assert_eq!(
+            local.ports,
+            BTreeSet::from([(Proto::Tcp, 80), (Proto::Udp, 53)])
+        );
+        // Remote in the first object set, local in the replacement: it gets a pod.
+        let both = &eps[&"10.180.2.1".parse::<IpAddr>().unwrap()];
+        assert!(both.local);
+        assert!(both.ports.contains(&(Proto::Tcp, 8080)));
+        let kind = |s: &str| c.source_kind(s.parse().unwrap());
+        assert_eq!(kind("10.0.0.2"), SourceKind::Pod);
+        assert_eq!(kind("10.180.0.1"), SourceKind::Pod);
+        assert_eq!(kind("127.0.0.1"), SourceKind::Node);
+        assert_eq!(kind("192.168.0.2"), SourceKind::Node);
+        assert_eq!(kind("203.0.113.2"), SourceKind::External);
+        let f = &c.steps[0].flows[0];
+        assert_eq!(
+            f.expected().unwrap(),
+            Expected::Endpoints {
+                set: vec!["10.180.0.1:80".parse().unwrap()],
+                sticky: true
+            }
+        );
+        assert_eq!(c.steps[1].flows[0].proto().unwrap(), Proto::Udp);
+        assert_eq!(c.steps[1].flows[0].expected().unwrap(), Expected::Reject);
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_judge() {
+        let bad_verdict = CASE.replace("verdict: REJECT", "verdict: MAYBE");
+        assert!(Case::parse(&bad_verdict).is_err());
+        let bad_proto = CASE.replace("protocol: udp", "protocol: ICMP");
+        assert!(Case::parse(&bad_proto).is_err());
+        let two_bits = CASE.replace("'0x4000'", "'0x4001'");
+        assert!(Case::parse(&two_bits).unwrap().masquerade_bit().is_err());
+    }
 }
