@@ -34,6 +34,9 @@ impl NsProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group, so that whatever it starts (nft, a helper) can be killed
+            // with it, and a Ctrl-C at the terminal reaches only the runner, which cleans up.
+            .process_group(0)
             .kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);
@@ -81,14 +84,25 @@ impl NsProcess {
         if let Some(status) = self.child.try_wait()? {
             return Ok(status);
         }
-        let pid = self.child.id().ok_or_else(|| anyhow!("no pid"))?;
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-        match tokio::time::timeout(grace, self.child.wait()).await {
+        let pid = self.child.id().ok_or_else(|| anyhow!("no pid"))? as i32;
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        let r = match tokio::time::timeout(grace, self.child.wait()).await {
             Ok(status) => Ok(status?),
             Err(_) => {
                 self.child.kill().await?;
-                bail!("did not exit within {grace:?} of SIGTERM; killed")
+                Err(anyhow!("did not exit within {grace:?} of SIGTERM; killed"))
             }
+        };
+        // Children it left behind (its process group) go too.
+        let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+        r
+    }
+}
+
+impl Drop for NsProcess {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = kill(Pid::from_raw(-(pid as i32)), Signal::SIGKILL);
         }
     }
 }

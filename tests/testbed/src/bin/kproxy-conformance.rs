@@ -26,6 +26,18 @@ async fn main() -> anyhow::Result<()> {
         mode: args.mode,
         kproxy_bin: args.kproxy_bin,
     };
-    let tally = run_files(&args.files, &opts, &mut std::io::stdout()).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // On Ctrl-C or SIGTERM the run is dropped, and with it the bed (namespaces) and kproxy.
+    let mut stdout = std::io::stdout();
+    // select! keeps its futures until the whole expression ends, so the exit comes after it.
+    let tally = tokio::select! {
+        r = run_files(&args.files, &opts, &mut stdout) => Some(r?),
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+    };
+    let Some(tally) = tally else {
+        eprintln!("kproxy-conformance: interrupted");
+        std::process::exit(130)
+    };
     std::process::exit(if tally.failed == 0 { 0 } else { 1 });
 }
