@@ -81,11 +81,14 @@ impl Probe {
                     | ErrorKind::ConnectionReset
                     | ErrorKind::HostUnreachable
                     | ErrorKind::NetworkUnreachable
-            ) || e.raw_os_error() == Some(libc::EACCES)
+            )
+        };
+        // EPERM: netfilter dropped the namespace's own packet in its output path (the kernel says
+        // so at once instead of letting the caller time out) - on the wire that is a silent drop.
+        let timed_out = |e: &std::io::Error| {
+            matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock)
                 || e.raw_os_error() == Some(libc::EPERM)
         };
-        let timed_out =
-            |e: &std::io::Error| matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock);
         let mut buf = Vec::new();
         match self.proto {
             Proto::Tcp | Proto::Sctp => {
@@ -110,14 +113,16 @@ impl Probe {
             Proto::Udp => {
                 s.connect(&self.dest.into())?;
                 s.set_read_timeout(Some(self.timeout))?;
-                if let Err(e) = s.send(b"probe\n") {
-                    if refused(&e) {
+                match s.send(b"probe\n") {
+                    Ok(_) => {}
+                    Err(e) if refused(&e) => {
                         return Ok(Outcome::Refused {
                             why: e.to_string(),
                             after: start.elapsed(),
                         });
                     }
-                    return Err(e.into());
+                    Err(e) if timed_out(&e) => return Ok(Outcome::NoAnswer),
+                    Err(e) => return Err(e.into()),
                 }
                 let s: std::net::UdpSocket = s.into();
                 buf.resize(1500, 0);

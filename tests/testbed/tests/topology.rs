@@ -152,7 +152,9 @@ async fn refused_versus_no_answer() {
     .await
     .unwrap();
     let nft = "table inet kpt_test { chain c { type filter hook forward priority 0; \
-               tcp dport 80 reject; tcp dport 8080 drop; }; }";
+               tcp dport 80 reject; tcp dport 8080 drop; }; \
+               chain o { type filter hook output priority 0; \
+               tcp dport 80 reject; tcp dport 8080 drop; udp dport 8080 drop; }; }";
     run_in(&b.node, "nft", &[nft]).await.unwrap();
     let o = b
         .probe(Proto::Tcp, ip("10.0.0.2"), sa("10.180.0.1:80"))
@@ -164,6 +166,24 @@ async fn refused_versus_no_answer() {
     }
     let o = b
         .probe(Proto::Tcp, ip("10.0.0.2"), sa("10.180.0.1:8080"))
+        .await
+        .unwrap();
+    assert_eq!(o, Outcome::NoAnswer);
+    // The node's own packets: a reject in output is refused, a drop there (EPERM from the
+    // kernel) is no answer.
+    let node = ip("192.168.0.2");
+    let o = b
+        .probe(Proto::Tcp, node, sa("10.180.0.1:80"))
+        .await
+        .unwrap();
+    assert!(matches!(o, Outcome::Refused { .. }), "{o}");
+    let o = b
+        .probe(Proto::Tcp, node, sa("10.180.0.1:8080"))
+        .await
+        .unwrap();
+    assert_eq!(o, Outcome::NoAnswer);
+    let o = b
+        .probe(Proto::Udp, node, sa("10.180.0.1:8080"))
         .await
         .unwrap();
     assert_eq!(o, Outcome::NoAnswer);
