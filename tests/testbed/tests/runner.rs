@@ -137,3 +137,19 @@ fn upstream_scenarios_pass_against_kube_proxy_like_rules() {
         out.stderr
     );
 }
+
+/// NodePorts on every local address, 127.0.0.1 included, against hand-written rules: the node's own
+/// sources (its IPs, localhost) are sent from the node namespace and see masquerade as upstream.
+#[test]
+fn upstream_localhost_nodeports_pass_against_kube_proxy_like_rules() {
+    let files = [data().join("upstream/iptables-node-ports-ipv4-localhost-nodeports-enabled.yaml")];
+    let out = run("iptables", &files, "nft-kproxy-nodeports");
+    assert_eq!(
+        out.stdout.lines().last(),
+        Some("conformance: 5 passed, 0 failed, 0 skipped"),
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(out.code, Some(0));
+}
