@@ -239,11 +239,28 @@ rejected!(
     "missing-api-version.yaml",
     ["unsupported apiVersion \"\""]
 );
-rejected!(
-    an_unknown_field_is_rejected_by_its_path,
-    "unknown-field.yaml",
-    ["conntrack.maxPerCpu", "unknown field"]
-);
+/// Upstream falls back to lenient decoding (with a warning) when a file names fields it does
+/// not know, e.g. ones a later release removed: the rest of the file still applies.
+#[test]
+fn an_unknown_field_is_ignored_and_the_rest_of_the_file_applies() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/config/broken/unknown-field.yaml"
+    ))
+    .unwrap();
+    let cfg = KubeProxyConfiguration::from_yaml_str(&text).expect("lenient decoding");
+    let with_extra = text.replace("maxPerCpu", "udpIdleTimeoutRemoved");
+    assert_eq!(
+        KubeProxyConfiguration::from_yaml_str(&with_extra).unwrap(),
+        cfg
+    );
+    assert_eq!(
+        cfg.conntrack.min,
+        Some(4242),
+        "the known field beside it applies"
+    );
+    assert!(cfg.validate().is_ok());
+}
 rejected!(
     a_malformed_duration_is_rejected,
     "bad-duration.yaml",

@@ -225,11 +225,31 @@ impl KubeProxyConfiguration {
             Some(serde_json::Value::String(k)) if k == KIND => {}
             other => return Err(ConfigError::Kind(serde_helpers::describe(other))),
         }
-        let mut cfg: Self = serde_path_to_error::deserialize(serde_json::Value::Object(map))
-            .map_err(|e| ConfigError::Field {
-                path: e.path().to_string(),
-                message: e.inner().to_string(),
-            })?;
+        let mut value = serde_json::Value::Object(map);
+        // Upstream decodes strictly first and, when only unknown fields stand in the way, falls
+        // back to lenient decoding with a warning, so files naming fields that later releases
+        // removed keep working. Each unknown field is dropped (and named) until the rest decodes.
+        let mut cfg: Self = loop {
+            match serde_path_to_error::deserialize(value.clone()) {
+                Ok(cfg) => break cfg,
+                Err(e) if e.inner().to_string().starts_with("unknown field") => {
+                    let path = e.path().to_string();
+                    if !remove_path(&mut value, &path) {
+                        return Err(ConfigError::Field {
+                            path,
+                            message: e.inner().to_string(),
+                        });
+                    }
+                    tracing::warn!(field = %path, "ignoring unknown configuration field (upstream's lenient decoding)");
+                }
+                Err(e) => {
+                    return Err(ConfigError::Field {
+                        path: e.path().to_string(),
+                        message: e.inner().to_string(),
+                    });
+                }
+            }
+        };
         cfg.apply_scheme_defaults();
         cfg.apply_platform_defaults();
         Ok(cfg)
@@ -326,4 +346,21 @@ impl KubeProxyConfiguration {
             .filter_map(|c| c.parse().ok())
             .collect()
     }
+}
+
+/// Removes the field at a dotted path (`conntrack.maxPerCpu`) from a JSON object tree.
+fn remove_path(value: &mut serde_json::Value, path: &str) -> bool {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let Some(last) = parts.pop() else {
+        return false;
+    };
+    let mut cur = value;
+    for p in parts {
+        match cur.get_mut(p) {
+            Some(next) => cur = next,
+            None => return false,
+        }
+    }
+    cur.as_object_mut()
+        .is_some_and(|m| m.remove(last).is_some())
 }
