@@ -58,7 +58,10 @@ fn ep_json(e: &Ep) -> Value {
 
 /// Up to 3 Services with random policies, each with up to 3 slices of random endpoints.
 fn world() -> impl Strategy<Value = (Vec<Service>, Vec<EndpointSlice>)> {
+    // Cluster IPs and node ports come from small pools so that collisions happen too.
     let svc = (
+        1u8..4,
+        0u16..3,
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
@@ -67,12 +70,14 @@ fn world() -> impl Strategy<Value = (Vec<Service>, Vec<EndpointSlice>)> {
     proptest::collection::vec(svc, 1..4).prop_map(|svcs| {
         let mut services = Vec::new();
         let mut slices = Vec::new();
-        for (i, (lb, etp_local, itp_local, svc_slices)) in svcs.into_iter().enumerate() {
+        for (i, (ip, node_port, lb, etp_local, itp_local, svc_slices)) in
+            svcs.into_iter().enumerate()
+        {
             let name = format!("svc{i}");
-            let mut spec = json!({"clusterIP": format!("172.30.0.{}", i + 1)});
+            let mut spec = json!({"clusterIP": format!("172.30.0.{ip}")});
             if lb {
                 spec["type"] = json!("LoadBalancer");
-                spec["ports"] = json!([{"name": "p80", "port": 80, "nodePort": 30000 + i}]);
+                spec["ports"] = json!([{"name": "p80", "port": 80, "nodePort": 30000 + node_port}]);
             }
             spec["externalTrafficPolicy"] = json!(if etp_local { "Local" } else { "Cluster" });
             spec["internalTrafficPolicy"] = json!(if itp_local { "Local" } else { "Cluster" });

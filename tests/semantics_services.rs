@@ -300,3 +300,51 @@ fn node_port_addresses_resolve_per_family() {
         NodePortAddresses::All
     );
 }
+
+/// "Bad input such as a port collision is skipped with a reason and never breaks the others":
+/// two Services claiming one cluster IP:port or one NodePort; the older one keeps it, and the
+/// other comes back once the collision ends.
+#[test]
+fn colliding_service_ports_keep_the_older_service_and_park_the_other() {
+    let mut old = simple_service(
+        "old",
+        json!({"clusterIP": "172.30.0.7", "type": "NodePort", "ports": [{"name": "p80", "port": 80, "nodePort": 30007}]}),
+    );
+    old.metadata.creation_timestamp =
+        serde_json::from_value(json!("2024-01-01T00:00:00Z")).unwrap();
+    let mut young = simple_service("a-young", json!({"clusterIP": "172.30.0.7"}));
+    young.metadata.creation_timestamp =
+        serde_json::from_value(json!("2025-01-01T00:00:00Z")).unwrap();
+    let mut np = simple_service(
+        "b-np",
+        json!({"clusterIP": "172.30.0.8", "type": "NodePort", "ports": [{"name": "p80", "port": 80, "nodePort": 30007}]}),
+    );
+    np.metadata.creation_timestamp = serde_json::from_value(json!("2025-06-01T00:00:00Z")).unwrap();
+    let state = compute(&[old.clone(), young.clone(), np], &[]);
+    let names: Vec<_> = state
+        .family(IpFamily::V4)
+        .unwrap()
+        .services
+        .keys()
+        .map(|n| n.name.clone())
+        .collect();
+    assert_eq!(names, ["old"]);
+    let reasons: Vec<_> = state
+        .skipped
+        .iter()
+        .map(|s| format!("{}: {}", s.name, s.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "a-young: port p80: 172.30.0.7:80/TCP is already used by ns1/old:p80/TCP",
+            "b-np: port p80: node port 30007/TCP (IPv4) is already used by ns1/old:p80/TCP",
+        ]
+    );
+    let state = compute(&[young], &[]);
+    assert_eq!(
+        state.family(IpFamily::V4).unwrap().services.len(),
+        1,
+        "alone, it is proxied"
+    );
+}

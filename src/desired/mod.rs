@@ -9,6 +9,7 @@ use k8s_openapi::api::{
 };
 use kproxy_modes::model::{DesiredState, FamilyState, IpFamily, ServicePort, SkippedObject};
 
+pub mod collisions;
 pub mod context;
 pub mod endpoints;
 pub mod service;
@@ -90,20 +91,43 @@ pub fn compute(
         }
     }
     let mut state = empty_state(&ctx);
+    let mut created = BTreeMap::new();
     for svc in services {
         let key = (
             namespace_of(&svc.metadata),
             svc.metadata.name.clone().unwrap_or_default(),
         );
         let svc_slices = by_service.get(&key).map(Vec::as_slice).unwrap_or_default();
+        created.insert(key.clone(), creation_rank(svc));
         match service::compute(&ctx, svc, svc_slices) {
             Ok(ports) => insert_ports(&mut state, ports),
             Err(outcome) => skipped.extend(skipped_service(svc, &outcome)),
         }
     }
+    let mut parked = collisions::Parked::default();
+    collisions::resolve(&mut state, &mut parked, |n| port_rank(&created, n));
+    skipped.extend(parked.skipped().cloned());
     skipped.sort();
     state.skipped = skipped;
     state
+}
+
+/// Orders a Service for collisions: the older one wins (RFC 3339 UTC timestamps sort as text).
+pub fn creation_rank(svc: &Service) -> String {
+    svc.metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| serde_json::to_string(t).ok())
+        .unwrap_or_default()
+}
+
+/// The collision rank of a Service port: its Service's age, then its name.
+pub fn port_rank(
+    created: &BTreeMap<(String, String), String>,
+    name: &kproxy_modes::model::ServicePortName,
+) -> (String, kproxy_modes::model::ServicePortName) {
+    let key = (name.namespace.clone(), name.name.clone());
+    (created.get(&key).cloned().unwrap_or_default(), name.clone())
 }
 
 /// The skip record for a Service that produced no ports, if it was invalid (ignored Services,

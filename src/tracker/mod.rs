@@ -35,6 +35,10 @@ pub struct Tracker {
     ports_of: BTreeMap<Key, Vec<ServicePortName>>,
     skipped_services: BTreeMap<Key, SkippedObject>,
     skipped_slices: BTreeMap<Key, SkippedObject>,
+    /// Service ports left out because they collide with an older Service's.
+    parked: desired::collisions::Parked,
+    /// Collision rank (creation time) of each Service.
+    created: BTreeMap<Key, String>,
 }
 
 impl Tracker {
@@ -53,6 +57,8 @@ impl Tracker {
             ports_of: BTreeMap::new(),
             skipped_services: BTreeMap::new(),
             skipped_slices: BTreeMap::new(),
+            parked: Default::default(),
+            created: BTreeMap::new(),
         }
     }
 
@@ -225,6 +231,7 @@ impl Tracker {
             self.state = Some(desired::empty_state(&ctx));
             self.ports_of.clear();
             self.skipped_services.clear();
+            self.parked.clear();
             self.dirty = self.services.keys().cloned().collect();
             self.ctx = Some(ctx);
             changes = ChangeSet::full();
@@ -234,10 +241,16 @@ impl Tracker {
             self.recompute(&key, &mut changes);
         }
         let state = self.state.as_mut()?;
+        let created = &self.created;
+        let moved = desired::collisions::resolve(state, &mut self.parked, |n| {
+            desired::port_rank(created, n)
+        });
+        changes.services.extend(moved);
         state.skipped = self
             .skipped_services
             .values()
             .chain(self.skipped_slices.values())
+            .chain(self.parked.skipped())
             .cloned()
             .collect();
         state.skipped.sort();
@@ -249,7 +262,15 @@ impl Tracker {
             return;
         };
         let mut old = BTreeMap::new();
-        for name in self.ports_of.remove(key).unwrap_or_default() {
+        let names: BTreeSet<ServicePortName> = self
+            .ports_of
+            .remove(key)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        self.parked.forget(&names);
+        self.created.remove(key);
+        for name in names {
             for f in state.families.iter_mut() {
                 if let Some(p) = f.services.remove(&name) {
                     old.insert((f.family, name.clone()), p);
@@ -259,6 +280,8 @@ impl Tracker {
         self.skipped_services.remove(key);
         let mut new_ports = Vec::new();
         if let Some(svc) = self.services.get(key) {
+            self.created
+                .insert(key.clone(), desired::creation_rank(svc));
             let slices: Vec<&EndpointSlice> = self
                 .slices_of
                 .get(key)
