@@ -84,7 +84,11 @@ impl<C: NftClient> Mode for NftablesMode<C> {
         MODE
     }
 
-    fn sync(&mut self, desired: &DesiredState, changes: &ChangeSet) -> Result<SyncStats, ModeError> {
+    fn sync(
+        &mut self,
+        desired: &DesiredState,
+        changes: &ChangeSet,
+    ) -> Result<SyncStats, ModeError> {
         let local = match self.local_addrs(desired) {
             Ok(l) => l,
             Err(e) => {

@@ -161,7 +161,11 @@ mod tests {
         assert!(c.starts_with("service-"), "{c}");
         assert!(c.ends_with("-ns1/svc1/tcp/p80"), "{c}");
         assert_eq!(c.len(), "service-".len() + 9 + "ns1/svc1/tcp/p80".len());
-        assert_eq!(c, ServiceNames::new(&ServicePortName::new("ns1", "svc1", "p80", Protocol::Tcp)).cluster_chain());
+        assert_eq!(
+            c,
+            ServiceNames::new(&ServicePortName::new("ns1", "svc1", "p80", Protocol::Tcp))
+                .cluster_chain()
+        );
         let other = ServiceNames::new(&ServicePortName::new("ns1", "svc1", "p80", Protocol::Udp));
         assert_ne!(c[8..16], other.cluster_chain()[8..16]);
     }
@@ -170,8 +174,14 @@ mod tests {
     fn worst_case_names_fit_nft_limit() {
         let l = "a".repeat(63);
         let n = ServiceNames::new(&ServicePortName::new(&l, &l, &l, Protocol::Sctp));
-        let ep: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".parse().unwrap();
-        for name in [n.external_chain(), n.endpoint_chain(&ep), n.affinity_set(&ep)] {
+        let ep: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+            .parse()
+            .unwrap();
+        for name in [
+            n.external_chain(),
+            n.endpoint_chain(&ep),
+            n.affinity_set(&ep),
+        ] {
             assert!(name.len() <= NAME_MAX, "{} > {NAME_MAX}", name.len());
         }
         assert!(n.endpoint_chain(&ep).ends_with("..."));

@@ -15,11 +15,26 @@ const DSTNAT: i32 = -100;
 const SRCNAT: i32 = 100;
 
 const BASE_CHAINS: [(&str, ChainType, Hook, i32); 8] = [
-    (FILTER_PREROUTING, ChainType::Filter, Hook::Prerouting, DSTNAT - 10),
+    (
+        FILTER_PREROUTING,
+        ChainType::Filter,
+        Hook::Prerouting,
+        DSTNAT - 10,
+    ),
     (FILTER_INPUT, ChainType::Filter, Hook::Input, DSTNAT - 10),
-    (FILTER_FORWARD, ChainType::Filter, Hook::Forward, DSTNAT - 10),
+    (
+        FILTER_FORWARD,
+        ChainType::Filter,
+        Hook::Forward,
+        DSTNAT - 10,
+    ),
     (FILTER_OUTPUT, ChainType::Filter, Hook::Output, DSTNAT - 10),
-    (FILTER_OUTPUT_POST_DNAT, ChainType::Filter, Hook::Output, DSTNAT + 10),
+    (
+        FILTER_OUTPUT_POST_DNAT,
+        ChainType::Filter,
+        Hook::Output,
+        DSTNAT + 10,
+    ),
     (NAT_PREROUTING, ChainType::Nat, Hook::Prerouting, DSTNAT),
     (NAT_OUTPUT, ChainType::Nat, Hook::Output, DSTNAT),
     (NAT_POSTROUTING, ChainType::Nat, Hook::Postrouting, SRCNAT),
@@ -71,23 +86,63 @@ pub fn render_base(ctx: &FamilyCtx, nodeport_ips: &[IpAddr], tx: &mut NftTransac
     }
 
     let vip_key = format!("{addr} . inet_proto . inet_service");
-    tx.add_set(f, t, CLUSTER_IPS, &format!("type {addr}; comment \"active cluster IPs\";"));
-    tx.add_set(f, t, HAIRPIN, &format!("type {addr} . {addr}; comment \"endpoint IP . itself: hairpin connections\";"));
+    tx.add_set(
+        f,
+        t,
+        CLUSTER_IPS,
+        &format!("type {addr}; comment \"active cluster IPs\";"),
+    );
+    tx.add_set(
+        f,
+        t,
+        HAIRPIN,
+        &format!("type {addr} . {addr}; comment \"endpoint IP . itself: hairpin connections\";"),
+    );
     for (map, key, comment) in [
-        (SERVICE_IPS, &vip_key, "cluster, external and load-balancer IPs"),
-        (SERVICE_NODEPORTS, &"inet_proto . inet_service".to_owned(), "NodePorts"),
-        (NO_ENDPOINT_SERVICES, &vip_key, "VIPs with no usable endpoints: drop or reject"),
-        (NO_ENDPOINT_NODEPORTS, &"inet_proto . inet_service".to_owned(), "NodePorts with no usable endpoints"),
-        (FIREWALL_IPS, &vip_key, "load-balancer IPs with source ranges"),
+        (
+            SERVICE_IPS,
+            &vip_key,
+            "cluster, external and load-balancer IPs",
+        ),
+        (
+            SERVICE_NODEPORTS,
+            &"inet_proto . inet_service".to_owned(),
+            "NodePorts",
+        ),
+        (
+            NO_ENDPOINT_SERVICES,
+            &vip_key,
+            "VIPs with no usable endpoints: drop or reject",
+        ),
+        (
+            NO_ENDPOINT_NODEPORTS,
+            &"inet_proto . inet_service".to_owned(),
+            "NodePorts with no usable endpoints",
+        ),
+        (
+            FIREWALL_IPS,
+            &vip_key,
+            "load-balancer IPs with source ranges",
+        ),
     ] {
-        tx.add_map(f, t, map, &format!("type {key} : verdict; comment \"{comment}\";"));
+        tx.add_map(
+            f,
+            t,
+            map,
+            &format!("type {key} : verdict; comment \"{comment}\";"),
+        );
     }
     let local_cidrs = match &ctx.node.local_traffic {
         crate::model::LocalTrafficDetector::Cidrs(c) if c.len() > 1 => Some(c),
         _ => None,
     };
     if let Some(cidrs) = local_cidrs {
-        tx.add_set(f, t, POD_CIDRS, &format!("type {addr}; flags interval; comment \"local pod CIDRs\";"));
+        tx.add_set(
+            f,
+            t,
+            POD_CIDRS,
+            &format!("type {addr}; flags interval; comment \"local pod CIDRs\";"),
+        );
         let elems: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
         tx.add_elements(f, t, POD_CIDRS, &elems);
     }
@@ -95,14 +150,34 @@ pub fn render_base(ctx: &FamilyCtx, nodeport_ips: &[IpAddr], tx: &mut NftTransac
     for (from, cond, to) in JUMPS {
         tx.add_rule(f, t, from, &format!("{cond}jump {to}"));
     }
-    tx.add_rule(f, t, MARK_MASQ, &format!("meta mark set meta mark or {}", ctx.mark));
+    tx.add_rule(
+        f,
+        t,
+        MARK_MASQ,
+        &format!("meta mark set meta mark or {}", ctx.mark),
+    );
     // Hairpin: a DNATed connection whose source is its own endpoint must be masqueraded, or
     // the endpoint would answer itself directly. One set for all Services replaces upstream's
     // per-endpoint `ip saddr <ep> jump mark-for-masquerade` rules.
-    tx.add_rule(f, t, MASQUERADING, &format!("ct status dnat {ipx} saddr . {ipx} daddr @{HAIRPIN} jump {MARK_MASQ}"));
-    tx.add_rule(f, t, MASQUERADING, &format!("meta mark & {} == 0 return", ctx.mark));
+    tx.add_rule(
+        f,
+        t,
+        MASQUERADING,
+        &format!("ct status dnat {ipx} saddr . {ipx} daddr @{HAIRPIN} jump {MARK_MASQ}"),
+    );
+    tx.add_rule(
+        f,
+        t,
+        MASQUERADING,
+        &format!("meta mark & {} == 0 return", ctx.mark),
+    );
     // Clear the bit so a packet that is re-routed through us is not masqueraded twice.
-    tx.add_rule(f, t, MASQUERADING, &format!("meta mark set meta mark xor {}", ctx.mark));
+    tx.add_rule(
+        f,
+        t,
+        MASQUERADING,
+        &format!("meta mark set meta mark xor {}", ctx.mark),
+    );
     tx.add_rule(f, t, MASQUERADING, "masquerade fully-random");
     tx.add_rule(f, t, REJECT_CHAIN, "reject");
 
@@ -110,27 +185,70 @@ pub fn render_base(ctx: &FamilyCtx, nodeport_ips: &[IpAddr], tx: &mut NftTransac
     let nodeport_dest = match ctx.node.node_port_addresses {
         NodePortAddresses::All => format!("fib daddr type local {ipx} daddr != {}", ctx.loopback()),
         NodePortAddresses::Cidrs(_) => {
-            tx.add_set(f, t, NODEPORT_IPS, &format!("type {addr}; comment \"addresses that accept NodePorts\";"));
+            tx.add_set(
+                f,
+                t,
+                NODEPORT_IPS,
+                &format!("type {addr}; comment \"addresses that accept NodePorts\";"),
+            );
             let elems: Vec<String> = nodeport_ips.iter().map(ToString::to_string).collect();
             tx.add_elements(f, t, NODEPORT_IPS, &elems);
             format!("{ipx} daddr @{NODEPORT_IPS}")
         }
     };
-    tx.add_rule(f, t, SERVICE_ENDPOINTS_CHECK, &format!("{vip_match} vmap @{NO_ENDPOINT_SERVICES}"));
-    tx.add_rule(f, t, NODEPORT_ENDPOINTS_CHECK, &format!("{nodeport_dest} meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}"));
-    tx.add_rule(f, t, FIREWALL_CHECK, &format!("{vip_match} vmap @{FIREWALL_IPS}"));
+    tx.add_rule(
+        f,
+        t,
+        SERVICE_ENDPOINTS_CHECK,
+        &format!("{vip_match} vmap @{NO_ENDPOINT_SERVICES}"),
+    );
+    tx.add_rule(
+        f,
+        t,
+        NODEPORT_ENDPOINTS_CHECK,
+        &format!("{nodeport_dest} meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}"),
+    );
+    tx.add_rule(
+        f,
+        t,
+        FIREWALL_CHECK,
+        &format!("{vip_match} vmap @{FIREWALL_IPS}"),
+    );
     // After DNAT, a destination still in cluster-ips is a port no Service defines: REJECT;
     // one elsewhere in the service CIDRs is an unallocated IP: DROP.
-    tx.add_rule(f, t, CLUSTER_IPS_CHECK, &format!("{ipx} daddr @{CLUSTER_IPS} reject"));
+    tx.add_rule(
+        f,
+        t,
+        CLUSTER_IPS_CHECK,
+        &format!("{ipx} daddr @{CLUSTER_IPS} reject"),
+    );
     if !ctx.node.service_cidrs.is_empty() {
-        let cidrs: Vec<String> = ctx.node.service_cidrs.iter().map(ToString::to_string).collect();
-        tx.add_rule(f, t, CLUSTER_IPS_CHECK, &format!("{ipx} daddr {{ {} }} drop", cidrs.join(", ")));
+        let cidrs: Vec<String> = ctx
+            .node
+            .service_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tx.add_rule(
+            f,
+            t,
+            CLUSTER_IPS_CHECK,
+            &format!("{ipx} daddr {{ {} }} drop", cidrs.join(", ")),
+        );
     }
     tx.add_rule(f, t, SERVICES, &format!("{vip_match} vmap @{SERVICE_IPS}"));
-    tx.add_rule(f, t, SERVICES, &format!("{nodeport_dest} meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"));
+    tx.add_rule(
+        f,
+        t,
+        SERVICES,
+        &format!("{nodeport_dest} meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"),
+    );
 }
 
 /// The slot map of one shard (see `slots`): key is a 32-bit slot number, data the endpoint.
 pub fn slot_map_spec(ctx: &FamilyCtx) -> String {
-    format!("typeof numgen random mod 1 : {} daddr . tcp dport;", ctx.ipx)
+    format!(
+        "typeof numgen random mod 1 : {} daddr . tcp dport;",
+        ctx.ipx
+    )
 }

@@ -44,11 +44,16 @@ pub fn render(
     applied: Option<&Applied>,
     local_addrs: &LocalAddrs,
 ) -> Rendered {
-    if let Some(prev) = applied.filter(|a| !changes.full && !node_inputs_changed(desired, a, local_addrs)) {
+    if let Some(prev) =
+        applied.filter(|a| !changes.full && !node_inputs_changed(desired, a, local_addrs))
+    {
         let mut tx = NftTransaction::new();
         let mut next = prev.clone();
         for fam in &desired.families {
-            let fam_applied = next.families.get_mut(&fam.family).expect("families unchanged");
+            let fam_applied = next
+                .families
+                .get_mut(&fam.family)
+                .expect("families unchanged");
             partial::render_partial(fam, &changes.services, fam_applied, &mut tx);
         }
         return Rendered {
@@ -77,7 +82,11 @@ fn nodeport_ips(fam: &FamilyState, local_addrs: &LocalAddrs) -> Vec<IpAddr> {
     ips
 }
 
-fn node_inputs_changed(desired: &DesiredState, applied: &Applied, local_addrs: &LocalAddrs) -> bool {
+fn node_inputs_changed(
+    desired: &DesiredState,
+    applied: &Applied,
+    local_addrs: &LocalAddrs,
+) -> bool {
     let families: BTreeSet<IpFamily> = desired.families.iter().map(|f| f.family).collect();
     if families != applied.families.keys().copied().collect() {
         return true;
@@ -98,7 +107,11 @@ fn nft_family(f: IpFamily) -> Family {
 /// Replaces each family's table atomically: `add table; delete table` then the whole content,
 /// in the one transaction, so there is no moment without rules and any leftover (ours, from a
 /// previous run or version) is gone. Tables of families no longer served are deleted.
-fn render_full(desired: &DesiredState, applied: Option<&Applied>, local_addrs: &LocalAddrs) -> Rendered {
+fn render_full(
+    desired: &DesiredState,
+    applied: Option<&Applied>,
+    local_addrs: &LocalAddrs,
+) -> Rendered {
     let mut tx = NftTransaction::new();
     let mut next = Applied::default();
     for f in [IpFamily::V4, IpFamily::V6] {
@@ -151,7 +164,11 @@ fn render_full(desired: &DesiredState, applied: Option<&Applied>, local_addrs: &
         }
         let cips: Vec<String> = fa.cluster_ip_refs.keys().map(ToString::to_string).collect();
         tx.add_elements(f, t, CLUSTER_IPS, &cips);
-        let pairs: Vec<String> = fa.hairpin_refs.keys().map(|ip| format!("{ip} . {ip}")).collect();
+        let pairs: Vec<String> = fa
+            .hairpin_refs
+            .keys()
+            .map(|ip| format!("{ip} . {ip}"))
+            .collect();
         tx.add_elements(f, t, HAIRPIN, &pairs);
         next.families.insert(fam.family, fa);
     }
@@ -185,7 +202,9 @@ fn assign_ids(
             Some(id) => {
                 ids.insert(name.clone(), id);
             }
-            None => tracing::error!(service = %name, "more than 65536 Service ports in one family; port skipped"),
+            None => {
+                tracing::error!(service = %name, "more than 65536 Service ports in one family; port skipped")
+            }
         }
     }
     ids

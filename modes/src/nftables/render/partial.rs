@@ -79,10 +79,16 @@ fn diff_service(
     let empty = ServiceObjects::default();
     let (o, n) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
     for e in o.elements.difference(&n.elements) {
-        ph.delete_elems.entry(e.set.clone()).or_default().push(e.key.clone());
+        ph.delete_elems
+            .entry(e.set.clone())
+            .or_default()
+            .push(e.key.clone());
     }
     for e in n.elements.difference(&o.elements) {
-        ph.add_elems.entry(e.set.clone()).or_default().push(e.text());
+        ph.add_elems
+            .entry(e.set.clone())
+            .or_default()
+            .push(e.text());
     }
     // A set can only be deleted once no rule references it: when affinity sets change,
     // rewrite all of the port's chains.
@@ -134,11 +140,15 @@ fn diff_service(
     };
     if old.is_some() {
         shared(CLUSTER_IPS, o.cluster_ip, false);
-        o.hairpin_ips.iter().for_each(|ip| shared(HAIRPIN, *ip, false));
+        o.hairpin_ips
+            .iter()
+            .for_each(|ip| shared(HAIRPIN, *ip, false));
     }
     if new.is_some() {
         shared(CLUSTER_IPS, n.cluster_ip, true);
-        n.hairpin_ips.iter().for_each(|ip| shared(HAIRPIN, *ip, true));
+        n.hairpin_ips
+            .iter()
+            .for_each(|ip| shared(HAIRPIN, *ip, true));
     }
 }
 
@@ -191,4 +201,3 @@ fn emit(ctx: &FamilyCtx, ph: Phases, tx: &mut NftTransaction) {
         tx.add_elements(f, t, set, elems);
     }
 }
-

@@ -29,8 +29,14 @@ pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> ServiceObje
     let cluster_eps = truncated(&sp.endpoints.cluster);
     let local_eps = truncated(&sp.endpoints.local);
     let has_any = sp.endpoints.has_any;
-    let cluster_chain = (!cluster_eps.is_empty()).then(|| names.cluster_chain());
-    let local_chain = (!local_eps.is_empty()).then(|| names.local_chain());
+    // A set the port never uses is ignored even if non-empty (the model leaves it empty anyway).
+    let external = sp.externally_accessible();
+    let uses_local = sp.internal_policy == TrafficPolicy::Local
+        || (external && sp.external_policy == TrafficPolicy::Local);
+    // The Cluster set also serves the short-circuit of pod and node traffic under eTP=Local.
+    let uses_cluster = sp.internal_policy == TrafficPolicy::Cluster || external;
+    let cluster_chain = (uses_cluster && !cluster_eps.is_empty()).then(|| names.cluster_chain());
+    let local_chain = (uses_local && !local_eps.is_empty()).then(|| names.local_chain());
     let policy_chain = |policy| match policy {
         TrafficPolicy::Cluster => cluster_chain.clone(),
         TrafficPolicy::Local => local_chain.clone(),
@@ -38,8 +44,7 @@ pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> ServiceObje
     // The chain each kind of traffic ends in; `None` when its endpoint set is empty.
     let internal_chain = policy_chain(sp.internal_policy);
     let external_policy_chain = policy_chain(sp.external_policy);
-    let external_chain =
-        (has_any && sp.externally_accessible()).then(|| names.external_chain());
+    let external_chain = (has_any && external).then(|| names.external_chain());
 
     // No endpoints anywhere: REJECT. Endpoints, but none for this kind of traffic: DROP
     // (after the external chain had its chance to short-circuit pod and node traffic).
@@ -123,8 +128,11 @@ pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> ServiceObje
             ));
         }
         if external_policy_chain.is_none() {
-            out.elements
-                .insert(Elem::new(NO_ENDPOINT_NODEPORTS, np_key, Some(no_ep_verdict)));
+            out.elements.insert(Elem::new(
+                NO_ENDPOINT_NODEPORTS,
+                np_key,
+                Some(no_ep_verdict),
+            ));
         }
     }
 
