@@ -55,6 +55,11 @@ impl<C: NftClient> NftablesMode<C> {
         self.applied.is_none()
     }
 
+    /// What the last successful sync applied (`None` before it, or after a failure).
+    pub fn applied(&self) -> Option<&Applied> {
+        self.applied.as_ref()
+    }
+
     pub fn client(&self) -> &C {
         &self.client
     }

@@ -40,10 +40,8 @@ pub fn render_partial(
     let mut used = applied.used_ids();
     // Free the ids of removed ports first so a port added in the same sync may reuse them.
     for name in changed {
-        if !fam.services.contains_key(name) {
-            if let Some(old) = applied.services.get(name) {
-                used.remove(&old.id);
-            }
+        if let (false, Some(old)) = (fam.services.contains_key(name), applied.services.get(name)) {
+            used.remove(&old.id);
         }
     }
     for name in changed {
@@ -160,11 +158,11 @@ fn remove_or_push(
     set: &str,
     key: String,
 ) {
-    if let Some(list) = cancel.get_mut(set) {
-        if let Some(pos) = list.iter().position(|k| *k == key) {
-            list.remove(pos);
-            return;
-        }
+    if let Some(list) = cancel.get_mut(set)
+        && let Some(pos) = list.iter().position(|k| *k == key)
+    {
+        list.remove(pos);
+        return;
     }
     push.entry(set.to_owned()).or_default().push(key);
 }
