@@ -1,3 +1,6 @@
+// Shared by several test binaries; each uses a subset.
+#![allow(dead_code)]
+
 //! Throwaway network namespaces for real-kernel tests (root only), removed on drop.
 
 use std::{

@@ -1,0 +1,225 @@
+//! Real packets through the nftables mode: a node namespace with a pod client, two endpoint
+//! namespaces and an external client, joined by veth pairs, with socat servers that answer with
+//! their own address and the peer address they saw (to tell masquerading apart).
+//! Needs root (skipped otherwise), `ip`, `nft` and `socat`.
+//!
+//! IP plan (node namespace N in the middle):
+//!   pod C  10.0.0.2      <-> N 10.0.0.1
+//!   ep E1  10.180.0.1    <-> N 10.180.0.254
+//!   ep E2  10.180.1.1    <-> N 10.180.1.254
+//!   ext X  203.0.113.2   <-> N 203.0.113.1 and 192.168.0.2 (the node IP, NodePorts)
+
+#[path = "nftables/fixtures.rs"]
+mod fixtures;
+#[path = "nftables/netns.rs"]
+mod netns;
+
+use std::{
+    collections::BTreeSet,
+    process::{Child, Command, Stdio},
+};
+
+use fixtures::{ep, local_policy, port, state};
+use kproxy_dataplane::nft::Exec;
+use kproxy_modes::{
+    Mode,
+    model::{ChangeSet, IpFamily, Protocol},
+    nftables::NftablesMode,
+};
+use netns::{Netns, sh};
+
+struct Servers(Vec<Child>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Connects `veth` pair `n<tag>` (node side, `node_ip`) to `ns` (`addr`, default via node).
+fn link(node: &Netns, ns: &Netns, tag: &str, addr: &str, node_cidrs: &[&str]) {
+    let (a, b) = (format!("n{tag}"), format!("p{tag}"));
+    sh(&[
+        "ip", "link", "add", &a, "netns", &node.name, "type", "veth", "peer", "name", &b, "netns",
+        &ns.name,
+    ]);
+    for c in node_cidrs {
+        node.exec(&["ip", "addr", "add", c, "dev", &a]);
+    }
+    node.exec(&["ip", "link", "set", &a, "up"]);
+    ns.exec(&["ip", "addr", "add", addr, "dev", &b]);
+    ns.exec(&["ip", "link", "set", &b, "up"]);
+    let gw = node_cidrs[0].split('/').next().unwrap();
+    ns.exec(&["ip", "route", "add", "default", "via", gw]);
+}
+
+fn serve(ns: &Netns, addr: &str) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", &ns.name, "socat"])
+        .arg(format!("TCP-LISTEN:80,bind={addr},fork,reuseaddr"))
+        .arg("SYSTEM:echo $SOCAT_SOCKADDR $SOCAT_PEERADDR")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// One TCP connection: `Ok("server peer")` or `Err(socat's error text)`.
+fn connect(from: &Netns, dest: &str, port: u16) -> Result<String, String> {
+    let out = from.try_exec(&[
+        "socat",
+        "-T2",
+        "-",
+        &format!("TCP:{dest}:{port},connect-timeout=1"),
+    ]);
+    if out.status.success() && !out.stdout.is_empty() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Connects until every expected server answered (bounded), returning the peers they saw.
+fn reach_all(from: &Netns, dest: &str, port: u16, servers: &[&str]) -> BTreeSet<String> {
+    let (mut seen, mut peers) = (BTreeSet::new(), BTreeSet::new());
+    for _ in 0..40 {
+        let reply = connect(from, dest, port).unwrap_or_else(|e| panic!("{dest}:{port}: {e}"));
+        let (server, peer) = reply.split_once(' ').unwrap();
+        assert!(
+            servers.contains(&server),
+            "{dest}:{port} answered by unexpected {server}"
+        );
+        seen.insert(server.to_owned());
+        peers.insert(peer.to_owned());
+        if seen.len() == servers.len() {
+            return peers;
+        }
+    }
+    panic!("{dest}:{port}: only {seen:?} of {servers:?} answered");
+}
+
+/// Cluster IP (both endpoints, client address kept), hairpin (masqueraded), undefined port and
+/// no endpoints (REJECT), unallocated IP (DROP), NodePort under eTP=Cluster (masqueraded) and
+/// eTP=Local (client address kept).
+#[test]
+fn packets_follow_the_service_rules() {
+    let Some(node) = Netns::new() else { return };
+    let (pod, e1, e2, ext) = (
+        Netns::new().unwrap(),
+        Netns::new().unwrap(),
+        Netns::new().unwrap(),
+        Netns::new().unwrap(),
+    );
+    link(&node, &pod, "c", "10.0.0.2/24", &["10.0.0.1/24"]);
+    link(&node, &e1, "e1", "10.180.0.1/24", &["10.180.0.254/24"]);
+    link(&node, &e2, "e2", "10.180.1.1/24", &["10.180.1.254/24"]);
+    link(
+        &node,
+        &ext,
+        "x",
+        "203.0.113.2/24",
+        &["203.0.113.1/24", "192.168.0.2/24"],
+    );
+    node.exec(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+    // Like a real node: a default route, so Service IPs are routable before our rules act.
+    node.exec(&["ip", "route", "add", "default", "via", "203.0.113.2"]);
+    let _servers = Servers(vec![serve(&e1, "10.180.0.1"), serve(&e2, "10.180.1.1")]);
+    for (ns, addr) in [(&e1, "10.180.0.1"), (&e2, "10.180.1.1")] {
+        // Readiness: a direct connection succeeds once socat listens (refused until then).
+        assert!(
+            (0..2000).any(|_| connect(ns, addr, 80).is_ok()),
+            "{addr} never listened"
+        );
+    }
+
+    let mut single = port(
+        "ns1",
+        "single",
+        "http",
+        Protocol::Tcp,
+        "172.30.0.41",
+        80,
+        vec![ep("10.180.0.1:80", true)],
+    );
+    single.node_port = Some(3001);
+    let mut both = port(
+        "ns2",
+        "both",
+        "http",
+        Protocol::Tcp,
+        "172.30.0.42",
+        80,
+        vec![ep("10.180.0.1:80", true), ep("10.180.1.1:80", false)],
+    );
+    both.node_port = Some(3002);
+    let none = port(
+        "ns3",
+        "none",
+        "http",
+        Protocol::Tcp,
+        "172.30.0.43",
+        80,
+        vec![],
+    );
+    let mut local = port(
+        "ns4",
+        "local",
+        "http",
+        Protocol::Tcp,
+        "172.30.0.44",
+        80,
+        vec![ep("10.180.0.1:80", true), ep("10.180.1.1:80", false)],
+    );
+    local.node_port = Some(3004);
+    let local = local_policy(local, false);
+    let desired = state(vec![(IpFamily::V4, vec![single, both, none, local])]);
+    // The real constructor: it reads the node namespace's addresses for nodeport-ips.
+    let mut mode = NftablesMode::with_exec(Exec::new().in_netns(&node.name));
+    mode.sync(&desired, &ChangeSet::full()).unwrap();
+    assert!(
+        mode.dump().unwrap().contains("192.168.0.2"),
+        "nodeport-ips not filled from the kernel"
+    );
+
+    let peers = reach_all(&pod, "172.30.0.42", 80, &["10.180.0.1", "10.180.1.1"]);
+    assert_eq!(
+        peers,
+        BTreeSet::from(["10.0.0.2".to_owned()]),
+        "pod traffic must keep its source"
+    );
+    let peers = reach_all(&e1, "172.30.0.41", 80, &["10.180.0.1"]);
+    assert_eq!(
+        peers,
+        BTreeSet::from(["10.180.0.254".to_owned()]),
+        "hairpin must be masqueraded"
+    );
+
+    for (dest, port) in [("172.30.0.43", 80), ("172.30.0.41", 443)] {
+        let err = connect(&pod, dest, port).unwrap_err();
+        assert!(
+            err.contains("refused"),
+            "{dest}:{port} should be rejected: {err}"
+        );
+    }
+    // Without the DROP, the node would route this to X, which owns the address and would refuse.
+    ext.exec(&["ip", "addr", "add", "172.30.0.50/32", "dev", "px"]);
+    let err = connect(&pod, "172.30.0.50", 80).unwrap_err();
+    assert!(
+        err.contains("timed out"),
+        "unallocated IP should be dropped: {err}"
+    );
+
+    let peers = reach_all(&ext, "192.168.0.2", 3002, &["10.180.0.1", "10.180.1.1"]);
+    assert!(
+        peers.iter().all(|p| p.starts_with("10.180.")),
+        "eTP=Cluster NodePort must be masqueraded: {peers:?}"
+    );
+    let peers = reach_all(&ext, "192.168.0.2", 3004, &["10.180.0.1"]);
+    assert_eq!(
+        peers,
+        BTreeSet::from(["203.0.113.2".to_owned()]),
+        "eTP=Local keeps the client address"
+    );
+}
