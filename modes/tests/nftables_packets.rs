@@ -134,7 +134,8 @@ fn packets_follow_the_service_rules() {
         );
     }
 
-    let mut single = port(
+    // ClusterIP-only: the chainless pick path. `both` has a NodePort: the per-Service chain path.
+    let single = port(
         "ns1",
         "single",
         "http",
@@ -143,7 +144,6 @@ fn packets_follow_the_service_rules() {
         80,
         vec![ep("10.180.0.1:80", true)],
     );
-    single.node_port = Some(3001);
     let mut both = port(
         "ns2",
         "both",
@@ -174,7 +174,16 @@ fn packets_follow_the_service_rules() {
     );
     local.node_port = Some(3004);
     let local = local_policy(local, false);
-    let desired = state(vec![(IpFamily::V4, vec![single, both, none, local])]);
+    let pair = port(
+        "ns5",
+        "pair",
+        "http",
+        Protocol::Tcp,
+        "172.30.0.45",
+        80,
+        vec![ep("10.180.0.1:80", true), ep("10.180.1.1:80", false)],
+    );
+    let desired = state(vec![(IpFamily::V4, vec![single, both, none, local, pair])]);
     // The real constructor: it reads the node namespace's addresses for nodeport-ips.
     let mut mode = NftablesMode::with_exec(Exec::new().in_netns(&node.name));
     mode.sync(&desired, &ChangeSet::full()).unwrap();
@@ -189,6 +198,8 @@ fn packets_follow_the_service_rules() {
         BTreeSet::from(["10.0.0.2".to_owned()]),
         "pod traffic must keep its source"
     );
+    let peers = reach_all(&pod, "172.30.0.45", 80, &["10.180.0.1", "10.180.1.1"]);
+    assert_eq!(peers, BTreeSet::from(["10.0.0.2".to_owned()]));
     let peers = reach_all(&e1, "172.30.0.41", 80, &["10.180.0.1"]);
     assert_eq!(
         peers,

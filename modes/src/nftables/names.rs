@@ -113,6 +113,16 @@ impl ServiceNames {
     }
 }
 
+/// The shared chain that picks one of N endpoints of a chainless port (see `render::service`).
+pub fn pick_chain(n: u32) -> String {
+    format!("pick-{n}")
+}
+
+/// The map of chainless ports with N endpoints: `vip . proto . port . index` to endpoint.
+pub fn vip_slots(n: u32) -> String {
+    format!("vip-slots-{n}")
+}
+
 /// The slot map holding the endpoints of Service port `id` (see `render::slots`).
 pub fn slot_map(shard: u32) -> String {
     format!("{ENDPOINT_SLOTS_PREFIX}{shard}")

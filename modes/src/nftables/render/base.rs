@@ -236,6 +236,23 @@ pub fn render_base(ctx: &FamilyCtx, nodeport_ips: &[IpAddr], tx: &mut NftTransac
             &format!("{ipx} daddr {{ {} }} drop", cidrs.join(", ")),
         );
     }
+    // Masquerade for cluster-IP traffic: everything under masqueradeAll, else what does not
+    // come from a local pod (off-node clients routed to the service range may bounce off-node).
+    // Upstream writes this rule per Service chain; one rule here has the same effect, since a
+    // packet that is not DNATed to an endpoint is rejected or dropped before the mark matters.
+    let masq_cond = match (ctx.node.masquerade_all, &ctx.if_not_local) {
+        (true, _) => Some(String::new()),
+        (false, Some(not_local)) => Some(format!("{not_local} ")),
+        (false, None) => None,
+    };
+    if let Some(cond) = masq_cond {
+        tx.add_rule(
+            f,
+            t,
+            SERVICES,
+            &format!("{ipx} daddr @{CLUSTER_IPS} {cond}jump {MARK_MASQ}"),
+        );
+    }
     tx.add_rule(f, t, SERVICES, &format!("{vip_match} vmap @{SERVICE_IPS}"));
     tx.add_rule(
         f,
@@ -251,4 +268,21 @@ pub fn slot_map_spec(ctx: &FamilyCtx) -> String {
         "typeof numgen random mod 1 : {} daddr . tcp dport;",
         ctx.ipx
     )
+}
+
+/// The shared chain `pick-N` and its map `vip-slots-N` (see `service::render_plain`): one rule
+/// per protocol, because `dnat` needs the protocol known.
+pub fn render_pick(ctx: &FamilyCtx, n: u32, tx: &mut NftTransaction) {
+    let (f, t, ipx) = (ctx.family, TABLE, ctx.ipx);
+    let (chain, map) = (pick_chain(n), vip_slots(n));
+    let spec = format!(
+        "typeof {ipx} daddr . meta l4proto . th dport . numgen random mod 1 : {ipx} daddr . tcp dport;"
+    );
+    tx.add_map(f, t, &map, &spec);
+    tx.add_chain(f, t, &chain, None);
+    for p in ["tcp", "udp", "sctp"] {
+        tx.add_rule(f, t, &chain, &format!(
+            "meta l4proto {p} dnat {ipx} to {ipx} daddr . meta l4proto . th dport . numgen random mod {n} map @{map}"
+        ));
+    }
 }

@@ -131,17 +131,22 @@ fn render_full(
             cluster_ip_refs: BTreeMap::new(),
             hairpin_refs: BTreeMap::new(),
             shards: BTreeSet::new(),
+            picks: BTreeSet::new(),
         };
         for (name, sp) in &fam.services {
             let Some(&id) = ids.get(name) else { continue };
             let objs = service::render_service(&ctx, sp, id);
             add_refs(&mut fa, &objs);
-            fa.shards.insert(slots::shard(id));
+            fa.shards.extend(objs.shard);
+            fa.picks.extend(&objs.picks);
             fa.services.insert(name.clone(), objs);
         }
         let (f, t) = (ctx.family, TABLE);
         for shard in &fa.shards {
             tx.add_map(f, t, &slot_map(*shard), &base::slot_map_spec(&ctx));
+        }
+        for n in &fa.picks {
+            base::render_pick(&ctx, *n, &mut tx);
         }
         let all = || fa.services.values();
         for (set, spec) in all().flat_map(|s| &s.sets) {

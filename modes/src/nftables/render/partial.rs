@@ -24,6 +24,7 @@ struct Phases {
     delete_sets: BTreeSet<String>,
     add_sets: BTreeMap<String, String>,
     add_maps: BTreeSet<u32>,
+    add_picks: BTreeSet<u32>,
     add_chains: BTreeMap<String, Vec<String>>,
     add_elems: BTreeMap<String, Vec<String>>,
 }
@@ -59,8 +60,15 @@ pub fn render_partial(
         }
         diff_service(old.as_ref(), new.as_ref(), applied, &mut ph);
         if let Some(new) = new {
-            if applied.shards.insert(slots::shard(new.id)) {
-                ph.add_maps.insert(slots::shard(new.id));
+            if let Some(shard) = new.shard
+                && applied.shards.insert(shard)
+            {
+                ph.add_maps.insert(shard);
+            }
+            for n in &new.picks {
+                if applied.picks.insert(*n) {
+                    ph.add_picks.insert(*n);
+                }
             }
             applied.services.insert(name.clone(), new);
         }
@@ -183,6 +191,9 @@ fn emit(ctx: &FamilyCtx, ph: Phases, tx: &mut NftTransaction) {
     }
     for shard in &ph.add_maps {
         tx.add_map(f, t, &slot_map(*shard), &base::slot_map_spec(ctx));
+    }
+    for n in &ph.add_picks {
+        base::render_pick(ctx, *n, tx);
     }
     for (set, spec) in &ph.add_sets {
         tx.add_set(f, t, set, spec);

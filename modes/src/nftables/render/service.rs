@@ -8,7 +8,7 @@ use crate::model::{Endpoint, ServicePort, TrafficPolicy};
 use super::{
     super::names::{
         FIREWALL_IPS, MARK_MASQ, NO_ENDPOINT_NODEPORTS, NO_ENDPOINT_SERVICES, REJECT_CHAIN,
-        SERVICE_IPS, SERVICE_NODEPORTS, ServiceNames, slot_map,
+        SERVICE_IPS, SERVICE_NODEPORTS, ServiceNames, pick_chain, slot_map, vip_slots,
     },
     ctx::{FamilyCtx, proto},
     slots,
@@ -25,6 +25,11 @@ pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> ServiceObje
         cluster_ip: sp.cluster_ip,
         ..Default::default()
     };
+
+    if !sp.externally_accessible() && sp.session_affinity.is_none() {
+        render_plain(sp, &mut out);
+        return out;
+    }
 
     let cluster_eps = truncated(&sp.endpoints.cluster);
     let local_eps = truncated(&sp.endpoints.local);
@@ -136,20 +141,6 @@ pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> ServiceObje
         }
     }
 
-    // Masquerade for cluster-IP traffic: everything under masqueradeAll, else what does not
-    // come from a local pod (off-node clients routed to the service range may bounce off-node).
-    let internal_masq = match (&internal_chain, ctx.node.masquerade_all, &ctx.if_not_local) {
-        (Some(_), true, _) => Some(format!(
-            "{ipx} daddr {} {p} dport {} jump {MARK_MASQ}",
-            sp.cluster_ip, sp.port
-        )),
-        (Some(_), false, Some(not_local)) => Some(format!(
-            "{ipx} daddr {} {p} dport {} {not_local} jump {MARK_MASQ}",
-            sp.cluster_ip, sp.port
-        )),
-        _ => None,
-    };
-
     if let Some(chain) = &external_chain {
         let mut rules = Vec::new();
         match sp.external_policy {
@@ -181,13 +172,11 @@ pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> ServiceObje
     ] {
         let Some(chain) = chain else { continue };
         let mut rules = Vec::new();
-        if internal_chain.as_ref() == Some(chain) {
-            rules.extend(internal_masq.clone());
-        }
         match affinity {
             None => {
                 let offset = slots::offset(id, local);
                 let map = slot_map(slots::shard(id));
+                out.shard = Some(slots::shard(id));
                 rules.push(format!(
                     "meta l4proto {p} dnat {ipx} to numgen random mod {} offset {offset} map @{map}",
                     eps.len()
@@ -208,6 +197,43 @@ pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> ServiceObje
         out.hairpin_ips.extend(eps.iter().map(Endpoint::ip));
     }
     out
+}
+
+/// A port reached only through its cluster IP, without affinity (most ports in big clusters):
+/// no chain of its own. Its cluster IP dispatches to the shared `pick-N` chain for its endpoint
+/// count N, which looks the endpoint up by `cluster IP . protocol . port . random index` in
+/// `vip-slots-N`. nft re-reads every chain of the family on each run, so a chain per Service
+/// would make every partial sync cost O(Services).
+fn render_plain(sp: &ServicePort, out: &mut ServiceObjects) {
+    let p = proto(sp.name.protocol);
+    let key = format!("{} . {p} . {}", sp.cluster_ip, sp.port);
+    let eps = truncated(sp.internal_endpoints());
+    if eps.is_empty() {
+        let verdict = if sp.endpoints.has_any {
+            "drop".to_owned()
+        } else {
+            format!("goto {REJECT_CHAIN}")
+        };
+        out.elements
+            .insert(Elem::new(NO_ENDPOINT_SERVICES, key, Some(verdict)));
+        return;
+    }
+    let n = eps.len() as u32;
+    out.picks.insert(n);
+    out.elements.insert(Elem::new(
+        SERVICE_IPS,
+        key.clone(),
+        Some(format!("goto {}", pick_chain(n))),
+    ));
+    let map = vip_slots(n);
+    for (i, ep) in eps.iter().enumerate() {
+        out.elements.insert(Elem::new(
+            &map,
+            format!("{key} . {i}"),
+            Some(format!("{} . {}", ep.ip(), ep.addr.port())),
+        ));
+    }
+    out.hairpin_ips.extend(eps.iter().map(Endpoint::ip));
 }
 
 /// Session affinity (rare): an endpoint chain and a timed source set per endpoint, as upstream.

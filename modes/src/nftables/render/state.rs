@@ -47,6 +47,10 @@ pub struct ServiceObjects {
     /// Shared, reference-counted contributions: its cluster IP and its endpoints' IPs.
     pub cluster_ip: IpAddr,
     pub hairpin_ips: BTreeSet<IpAddr>,
+    /// The slot map shard its chains use, if any.
+    pub shard: Option<u32>,
+    /// Endpoint counts N whose shared `pick-N` chain it uses (chainless ports).
+    pub picks: BTreeSet<u32>,
 }
 
 impl Default for ServiceObjects {
@@ -59,6 +63,8 @@ impl Default for ServiceObjects {
             elements: BTreeSet::new(),
             cluster_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             hairpin_ips: BTreeSet::new(),
+            shard: None,
+            picks: BTreeSet::new(),
         }
     }
 }
@@ -77,6 +83,9 @@ pub struct FamilyApplied {
     pub hairpin_refs: BTreeMap<IpAddr, u32>,
     /// Slot map shards that exist in the table.
     pub shards: BTreeSet<u32>,
+    /// `pick-N` chains and `vip-slots-N` maps that exist in the table. Kept until the next
+    /// full sync even when unused: an empty one costs nothing.
+    pub picks: BTreeSet<u32>,
 }
 
 impl FamilyApplied {
