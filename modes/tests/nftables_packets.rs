@@ -23,7 +23,7 @@ use fixtures::{ep, local_policy, port, state};
 use kproxy_dataplane::nft::Exec;
 use kproxy_modes::{
     Mode,
-    model::{ChangeSet, IpFamily, Protocol},
+    model::{ChangeSet, IpFamily, Protocol, SessionAffinity},
     nftables::NftablesMode,
 };
 use netns::{Netns, sh};
@@ -37,6 +37,24 @@ impl Drop for Servers {
             let _ = c.wait();
         }
     }
+}
+
+/// Adds IPv6 addresses to both ends of link `tag` (no DAD: usable at once) and a default route.
+fn link6(node: &Netns, ns: &Netns, tag: &str, addr: &str, node_cidrs: &[&str]) {
+    for c in node_cidrs {
+        node.exec(&["ip", "addr", "add", c, "dev", &format!("n{tag}"), "nodad"]);
+    }
+    ns.exec(&[
+        "ip",
+        "addr",
+        "add",
+        addr,
+        "dev",
+        &format!("p{tag}"),
+        "nodad",
+    ]);
+    let gw = node_cidrs[0].split('/').next().unwrap();
+    ns.exec(&["ip", "-6", "route", "add", "default", "via", gw]);
 }
 
 /// Connects `veth` pair `n<tag>` (node side, `node_ip`) to `ns` (`addr`, default via node).
@@ -57,9 +75,14 @@ fn link(node: &Netns, ns: &Netns, tag: &str, addr: &str, node_cidrs: &[&str]) {
 }
 
 fn serve(ns: &Netns, addr: &str) -> Child {
+    let listen = if addr.contains(':') {
+        format!("TCP6-LISTEN:80,bind=[{addr}],fork,reuseaddr")
+    } else {
+        format!("TCP-LISTEN:80,bind={addr},fork,reuseaddr")
+    };
     Command::new("ip")
         .args(["netns", "exec", &ns.name, "socat"])
-        .arg(format!("TCP-LISTEN:80,bind={addr},fork,reuseaddr"))
+        .arg(listen)
         .arg("SYSTEM:echo $SOCAT_SOCKADDR $SOCAT_PEERADDR")
         .stdout(Stdio::null())
         .spawn()
@@ -68,17 +91,25 @@ fn serve(ns: &Netns, addr: &str) -> Child {
 
 /// One TCP connection: `Ok("server peer")` or `Err(socat's error text)`.
 fn connect(from: &Netns, dest: &str, port: u16) -> Result<String, String> {
-    let out = from.try_exec(&[
-        "socat",
-        "-T2",
-        "-",
-        &format!("TCP:{dest}:{port},connect-timeout=1"),
-    ]);
+    let target = if dest.contains(':') {
+        format!("TCP6:[{dest}]:{port},connect-timeout=1")
+    } else {
+        format!("TCP:{dest}:{port},connect-timeout=1")
+    };
+    let out = from.try_exec(&["socat", "-T2", "-", &target]);
     if out.status.success() && !out.stdout.is_empty() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// socat prints IPv6 addresses bracketed and fully expanded; compare them in canonical form.
+fn canonical(addr: &str) -> String {
+    let bare = addr.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<std::net::IpAddr>()
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|_| bare.to_owned())
 }
 
 /// Connects until every expected server answered (bounded), returning the peers they saw.
@@ -87,12 +118,14 @@ fn reach_all(from: &Netns, dest: &str, port: u16, servers: &[&str]) -> BTreeSet<
     for _ in 0..40 {
         let reply = connect(from, dest, port).unwrap_or_else(|e| panic!("{dest}:{port}: {e}"));
         let (server, peer) = reply.split_once(' ').unwrap();
+        let (server, peer) = (canonical(server), canonical(peer));
+        let server = server.as_str();
         assert!(
             servers.contains(&server),
             "{dest}:{port} answered by unexpected {server}"
         );
         seen.insert(server.to_owned());
-        peers.insert(peer.to_owned());
+        peers.insert(peer);
         if seen.len() == servers.len() {
             return peers;
         }
@@ -122,11 +155,35 @@ fn packets_follow_the_service_rules() {
         "203.0.113.2/24",
         &["203.0.113.1/24", "192.168.0.2/24"],
     );
+    link6(&node, &pod, "c", "fd00:10::2/64", &["fd00:10::1/64"]);
+    link6(
+        &node,
+        &e1,
+        "e1",
+        "fd00:10:180::1/64",
+        &["fd00:10:180::fe/64"],
+    );
+    link6(
+        &node,
+        &ext,
+        "x",
+        "2600:5200::1/64",
+        &["2600:5200::fe/64", "2001:db8::1/64"],
+    );
     node.exec(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+    node.exec(&["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"]);
     // Like a real node: a default route, so Service IPs are routable before our rules act.
     node.exec(&["ip", "route", "add", "default", "via", "203.0.113.2"]);
-    let _servers = Servers(vec![serve(&e1, "10.180.0.1"), serve(&e2, "10.180.1.1")]);
-    for (ns, addr) in [(&e1, "10.180.0.1"), (&e2, "10.180.1.1")] {
+    let _servers = Servers(vec![
+        serve(&e1, "10.180.0.1"),
+        serve(&e2, "10.180.1.1"),
+        serve(&e1, "fd00:10:180::1"),
+    ]);
+    for (ns, addr) in [
+        (&e1, "10.180.0.1"),
+        (&e2, "10.180.1.1"),
+        (&e1, "fd00:10:180::1"),
+    ] {
         // Readiness: a direct connection succeeds once socat listens (refused until then).
         assert!(
             (0..2000).any(|_| connect(ns, addr, 80).is_ok()),
@@ -183,7 +240,41 @@ fn packets_follow_the_service_rules() {
         80,
         vec![ep("10.180.0.1:80", true), ep("10.180.1.1:80", false)],
     );
-    let desired = state(vec![(IpFamily::V4, vec![single, both, none, local, pair])]);
+    let mut sticky = port(
+        "ns6",
+        "sticky",
+        "http",
+        Protocol::Tcp,
+        "172.30.0.46",
+        80,
+        vec![ep("10.180.0.1:80", true), ep("10.180.1.1:80", false)],
+    );
+    sticky.session_affinity = Some(SessionAffinity {
+        timeout_seconds: 600,
+    });
+    let v6_plain = port(
+        "ns1",
+        "single",
+        "http",
+        Protocol::Tcp,
+        "fd00:172:30::41",
+        80,
+        vec![ep("[fd00:10:180::1]:80", true)],
+    );
+    let mut v6_nodeport = port(
+        "ns2",
+        "both",
+        "http",
+        Protocol::Tcp,
+        "fd00:172:30::42",
+        80,
+        vec![ep("[fd00:10:180::1]:80", true)],
+    );
+    v6_nodeport.node_port = Some(3002);
+    let mut desired = state(vec![
+        (IpFamily::V4, vec![single, both, none, local, pair, sticky]),
+        (IpFamily::V6, vec![v6_plain, v6_nodeport]),
+    ]);
     // The real constructor: it reads the node namespace's addresses for nodeport-ips.
     let mut mode = NftablesMode::with_exec(Exec::new().in_netns(&node.name));
     mode.sync(&desired, &ChangeSet::full()).unwrap();
@@ -233,4 +324,38 @@ fn packets_follow_the_service_rules() {
         BTreeSet::from(["203.0.113.2".to_owned()]),
         "eTP=Local keeps the client address"
     );
+
+    // Session affinity: every connection from one client reaches the same endpoint (with two
+    // endpoints chosen at random, 12 equal answers by chance has probability 1/2048).
+    let answers: BTreeSet<String> = (0..12)
+        .map(|_| connect(&pod, "172.30.0.46", 80).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 1, "affinity broken: {answers:?}");
+
+    // The IPv6 path itself works (a direct connection) before Services are tried on it.
+    reach_all(&pod, "fd00:10:180::1", 80, &["fd00:10:180::1"]);
+    // IPv6: the chainless path for the cluster IP, and a NodePort (masqueraded, eTP=Cluster).
+    let peers = reach_all(&pod, "fd00:172:30::41", 80, &["fd00:10:180::1"]);
+    assert_eq!(peers, BTreeSet::from(["fd00:10::2".to_owned()]));
+    let peers = reach_all(&ext, "2001:db8::1", 3002, &["fd00:10:180::1"]);
+    assert_eq!(peers, BTreeSet::from(["fd00:10:180::fe".to_owned()]));
+
+    // A partial sync: `pair` loses its endpoint on E1; only E2 answers afterwards.
+    let fam = &mut desired.families[0];
+    let pair = fam
+        .services
+        .values_mut()
+        .find(|p| p.name.name == "pair")
+        .unwrap();
+    pair.endpoints.cluster.remove(0);
+    let changes = ChangeSet {
+        full: false,
+        services: [pair.name.clone()].into(),
+    };
+    let stats = mode.sync(&desired, &changes).unwrap();
+    assert!(!stats.full);
+    let answers: BTreeSet<String> = (0..8)
+        .map(|_| connect(&pod, "172.30.0.45", 80).unwrap())
+        .collect();
+    assert_eq!(answers, BTreeSet::from(["10.180.1.1 10.0.0.2".to_owned()]));
 }
