@@ -110,7 +110,7 @@ fn partial_sync_touches_only_the_changed_service() {
         "hairpin delta missing:\n{text}"
     );
     assert!(
-        text.contains("mod 3 offset 0 map @endpoint-slots-0"),
+        text.contains("mod 3 offset 0 map @endpoint-slots-tcp-0"),
         "{text}"
     );
 
@@ -119,7 +119,7 @@ fn partial_sync_touches_only_the_changed_service() {
     assert!(after.contains("2 : 10.180.7.7 . 80"), "{after}");
     // nft lists offset 0 as no offset.
     assert!(
-        after.contains("numgen random mod 3 map @endpoint-slots-0"),
+        after.contains("numgen random mod 3 map @endpoint-slots-tcp-0"),
         "{after}"
     );
     assert!(
@@ -158,11 +158,11 @@ fn partial_sync_touches_only_the_changed_service() {
     );
     assert!(
         // A ClusterIP-only port has no chain of its own: it dispatches to the shared pick-1.
-        after.contains("172.30.0.99 . tcp . 8080 : goto pick-1"),
+        after.contains("172.30.0.99 . tcp . 8080 : goto pick-tcp-1"),
         "{after}"
     );
     assert!(
-        after.contains("172.30.0.99 . tcp . 8080 . 0 : 10.180.9.9 . 8080"),
+        after.contains("172.30.0.99 . 8080 . 0 : 10.180.9.9 . 8080"),
         "{after}"
     );
     assert!(!mode.needs_full_sync());
@@ -210,4 +210,142 @@ fn cleanup_removes_only_our_tables() {
     assert!(tables.contains("table ip theirs"), "{tables}");
     // Cleanup of nothing is not an error.
     mode.cleanup().unwrap();
+}
+
+/// The table as comparable data: chain name to its rules, set or map name to its elements.
+/// Empty maps and chains only they feed (`pick-N` of an empty `vip-slots-N`) are left out: a
+/// partial sync keeps them until the next full sync, where they would not be recreated.
+fn normalized(ns: &Netns, family: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let json: serde_json::Value =
+        serde_json::from_str(&ns.exec(&["nft", "-j", "list", "table", family, "kproxy"])).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    let mut empty = std::collections::BTreeSet::new();
+    for obj in json["nftables"].as_array().unwrap() {
+        if let Some(rule) = obj.get("rule") {
+            let chain = format!("chain {}", rule["chain"].as_str().unwrap());
+            out.entry(chain)
+                .or_insert_with(Vec::new)
+                .push(rule["expr"].to_string());
+        } else if let Some(chain) = obj.get("chain") {
+            out.entry(format!("chain {}", chain["name"].as_str().unwrap()))
+                .or_insert_with(Vec::new);
+        } else if let Some(set) = obj.get("set").or_else(|| obj.get("map")) {
+            let name = set["name"].as_str().unwrap().to_owned();
+            let mut elems: Vec<String> = set["elem"]
+                .as_array()
+                .map(|a| a.iter().map(|e| e.to_string()).collect())
+                .unwrap_or_default();
+            elems.sort();
+            if elems.is_empty() {
+                empty.insert(name.clone());
+            }
+            out.insert(format!("set {name}"), elems);
+        }
+    }
+    for name in empty {
+        if name.starts_with("vip-slots-") || name.starts_with("endpoint-slots-") {
+            out.remove(&format!("set {name}"));
+            if let Some(n) = name.strip_prefix("vip-slots-") {
+                out.remove(&format!("chain pick-{n}"));
+            }
+        }
+    }
+    out
+}
+
+/// A sequence of partial syncs (endpoint count changes, ClusterIP-only <-> NodePort, affinity
+/// on and off, all endpoints gone, a port removed while another keeps its cluster IP, a new
+/// port) leaves exactly the table a full sync of the final state builds.
+#[test]
+fn partial_syncs_converge_to_the_full_sync_table() {
+    let Some(ns) = Netns::new() else { return };
+    let mut mode = mode_in(&ns);
+    let mut desired = fixtures::cluster_ip_general();
+    mode.sync(&desired, &ChangeSet::full()).unwrap();
+    let names: Vec<ServicePortName> = desired.families[0].services.keys().cloned().collect();
+    let steps: Vec<Box<dyn Fn(&mut kproxy_modes::model::FamilyState)>> = vec![
+        Box::new(|f| {
+            let p = f.services.values_mut().next().unwrap();
+            p.endpoints
+                .cluster
+                .push(fixtures::ep("10.180.5.5:80", false));
+        }),
+        Box::new(|f| {
+            let p = f.services.values_mut().nth(1).unwrap();
+            p.node_port = Some(30080);
+        }),
+        Box::new(|f| {
+            let p = f.services.values_mut().nth(1).unwrap();
+            p.node_port = None;
+            p.session_affinity = Some(kproxy_modes::model::SessionAffinity {
+                timeout_seconds: 60,
+            });
+        }),
+        Box::new(|f| {
+            let p = f.services.values_mut().nth(1).unwrap();
+            p.session_affinity = Some(kproxy_modes::model::SessionAffinity {
+                timeout_seconds: 90,
+            });
+        }),
+        Box::new(|f| {
+            let p = f.services.values_mut().nth(2).unwrap();
+            p.endpoints.cluster.clear();
+            p.endpoints.has_any = false;
+        }),
+        Box::new(|f| {
+            let k = f.services.keys().nth(3).unwrap().clone();
+            f.services.remove(&k);
+        }),
+        Box::new(|f| {
+            let p = fixtures::port(
+                "ns7",
+                "late",
+                "",
+                kproxy_modes::model::Protocol::Udp,
+                "172.30.0.42",
+                99,
+                vec![fixtures::ep("10.180.0.1:99", true)],
+            );
+            f.services.insert(p.name.clone(), p);
+        }),
+    ];
+    for step in steps {
+        step(&mut desired.families[0]);
+        let mut all: std::collections::BTreeSet<ServicePortName> = names.iter().cloned().collect();
+        all.extend(desired.families[0].services.keys().cloned());
+        let stats = mode
+            .sync(
+                &desired,
+                &ChangeSet {
+                    full: false,
+                    services: all,
+                },
+            )
+            .unwrap();
+        assert!(!stats.full);
+    }
+    let after_partials = normalized(&ns, "ip");
+    let Some(fresh) = Netns::new() else { return };
+    let exec = Exec::new().in_netns(&fresh.name);
+    // Same slot ids as the mode's (they are kept across a full sync), so keys compare equal.
+    let full = render(
+        &desired,
+        &ChangeSet::full(),
+        mode.applied(),
+        &fixtures::local_addrs(),
+    );
+    exec.run(&full.tx).unwrap();
+    let from_full = normalized(&fresh, "ip");
+    for (k, v) in &from_full {
+        assert_eq!(after_partials.get(k), Some(v), "{k} differs");
+    }
+    assert_eq!(
+        after_partials.len(),
+        from_full.len(),
+        "extra objects after partial syncs: {:?}",
+        after_partials
+            .keys()
+            .filter(|k| !from_full.contains_key(*k))
+            .collect::<Vec<_>>()
+    );
 }

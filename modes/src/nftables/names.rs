@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use crate::model::ServicePortName;
+use crate::model::{Protocol, ServicePortName};
 
 /// Our table, in family `ip` and `ip6`. kproxy creates and deletes nothing outside it.
 pub const TABLE: &str = "kproxy";
@@ -39,7 +39,7 @@ pub const CLUSTER_IPS: &str = "cluster-ips";
 pub const NODEPORT_IPS: &str = "nodeport-ips";
 pub const POD_CIDRS: &str = "pod-cidrs";
 pub const HAIRPIN: &str = "hairpin-endpoints";
-/// Prefix of the sharded endpoint slot maps: `endpoint-slots-<shard>`.
+/// Prefix of the sharded endpoint slot maps: `endpoint-slots-<proto>-<shard>`.
 pub const ENDPOINT_SLOTS_PREFIX: &str = "endpoint-slots-";
 
 // Per-Service-port name prefixes; each is at most 16 characters including the hyphen.
@@ -113,19 +113,30 @@ impl ServiceNames {
     }
 }
 
+// Maps and chains are per protocol: nft 1.0.6 only accepts `meta l4proto P dnat ... map @m`
+// on an existing map whose data is typed with that same protocol (`P dport`).
+
 /// The shared chain that picks one of N endpoints of a chainless port (see `render::service`).
-pub fn pick_chain(n: u32) -> String {
-    format!("pick-{n}")
+pub fn pick_chain(proto: Protocol, n: u32) -> String {
+    format!("pick-{}-{n}", proto_name(proto))
 }
 
-/// The map of chainless ports with N endpoints: `vip . proto . port . index` to endpoint.
-pub fn vip_slots(n: u32) -> String {
-    format!("vip-slots-{n}")
+/// The map of chainless ports with N endpoints: `vip . port . index` to endpoint.
+pub fn vip_slots(proto: Protocol, n: u32) -> String {
+    format!("vip-slots-{}-{n}", proto_name(proto))
+}
+
+fn proto_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Sctp => "sctp",
+    }
 }
 
 /// The slot map holding the endpoints of Service port `id` (see `render::slots`).
-pub fn slot_map(shard: u32) -> String {
-    format!("{ENDPOINT_SLOTS_PREFIX}{shard}")
+pub fn slot_map(proto: Protocol, shard: u32) -> String {
+    format!("{ENDPOINT_SLOTS_PREFIX}{}-{shard}", proto_name(proto))
 }
 
 /// Prefixes `name` with 8 characters of a hash of itself and truncates the result to fit any
@@ -162,7 +173,6 @@ fn base32_8(h: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Protocol;
 
     #[test]
     fn service_names_are_readable_and_stable() {

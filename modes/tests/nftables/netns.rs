@@ -31,7 +31,10 @@ impl Netns {
         ns.exec(&["ip", "link", "set", "lo", "up"]);
         // No duplicate address detection on links created later: with it, IPv6 link-local
         // addresses stay tentative for a while and the first packets are lost.
-        for key in ["net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"] {
+        for key in [
+            "net.ipv6.conf.all.accept_dad",
+            "net.ipv6.conf.default.accept_dad",
+        ] {
             ns.exec(&["sysctl", "-q", "-w", &format!("{key}=0")]);
         }
         Some(ns)

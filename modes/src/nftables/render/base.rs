@@ -5,9 +5,13 @@ use std::net::IpAddr;
 
 use kproxy_dataplane::nft::{BaseChain, ChainType, Hook, NftTransaction};
 
-use crate::model::NodePortAddresses;
+use crate::model::{NodePortAddresses, Protocol};
 
-use super::{super::names::*, ctx::FamilyCtx};
+use super::{
+    super::names::*,
+    ctx::{FamilyCtx, proto},
+    state::MapId,
+};
 
 /// Upstream's priorities: filter before DNAT (it must see the original destination), a filter
 /// after DNAT on output (for the cluster-IP checks), DNAT at dstnat (-100), SNAT at srcnat (100).
@@ -262,27 +266,35 @@ pub fn render_base(ctx: &FamilyCtx, nodeport_ips: &[IpAddr], tx: &mut NftTransac
     );
 }
 
-/// The slot map of one shard (see `slots`): key is a 32-bit slot number, data the endpoint.
-pub fn slot_map_spec(ctx: &FamilyCtx) -> String {
+/// The slot map of one (protocol, shard) (see `slots`): key is a 32-bit slot number, data the
+/// endpoint. The data is typed with the map's own protocol (`tcp dport`): nft 1.0.6 refuses
+/// `meta l4proto P dnat ... map @m` against an existing map typed with any other protocol, or
+/// with `th dport` ("conflicting protocols").
+pub fn slot_map_spec(ctx: &FamilyCtx, p: Protocol) -> String {
     format!(
-        "typeof numgen random mod 1 : {} daddr . tcp dport;",
-        ctx.ipx
+        "typeof numgen random mod 1 : {} daddr . {} dport;",
+        ctx.ipx,
+        proto(p)
     )
 }
 
-/// The shared chain `pick-N` and its map `vip-slots-N` (see `service::render_plain`): one rule
-/// per protocol, because `dnat` needs the protocol known.
-pub fn render_pick(ctx: &FamilyCtx, n: u32, tx: &mut NftTransaction) {
+/// The shared chain `pick-<proto>-N` and its map `vip-slots-<proto>-N` (see
+/// `service::render_plain`).
+pub fn render_pick(ctx: &FamilyCtx, (p, n): MapId, tx: &mut NftTransaction) {
     let (f, t, ipx) = (ctx.family, TABLE, ctx.ipx);
-    let (chain, map) = (pick_chain(n), vip_slots(n));
+    let (chain, map) = (pick_chain(p, n), vip_slots(p, n));
+    let l4 = proto(p);
     let spec = format!(
-        "typeof {ipx} daddr . meta l4proto . th dport . numgen random mod 1 : {ipx} daddr . tcp dport;"
+        "typeof {ipx} daddr . {l4} dport . numgen random mod 1 : {ipx} daddr . {l4} dport;"
     );
     tx.add_map(f, t, &map, &spec);
     tx.add_chain(f, t, &chain, None);
-    for p in ["tcp", "udp", "sctp"] {
-        tx.add_rule(f, t, &chain, &format!(
-            "meta l4proto {p} dnat {ipx} to {ipx} daddr . meta l4proto . th dport . numgen random mod {n} map @{map}"
-        ));
-    }
+    tx.add_rule(
+        f,
+        t,
+        &chain,
+        &format!(
+            "meta l4proto {l4} dnat {ipx} to {ipx} daddr . {l4} dport . numgen random mod {n} map @{map}"
+        ),
+    );
 }

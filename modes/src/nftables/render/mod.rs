@@ -142,11 +142,11 @@ fn render_full(
             fa.services.insert(name.clone(), objs);
         }
         let (f, t) = (ctx.family, TABLE);
-        for shard in &fa.shards {
-            tx.add_map(f, t, &slot_map(*shard), &base::slot_map_spec(&ctx));
+        for &(p, shard) in &fa.shards {
+            tx.add_map(f, t, &slot_map(p, shard), &base::slot_map_spec(&ctx, p));
         }
-        for n in &fa.picks {
-            base::render_pick(&ctx, *n, &mut tx);
+        for pick in &fa.picks {
+            base::render_pick(&ctx, *pick, &mut tx);
         }
         let all = || fa.services.values();
         for (set, spec) in all().flat_map(|s| &s.sets) {

@@ -13,7 +13,7 @@ use super::{
     base,
     ctx::FamilyCtx,
     service, slots,
-    state::{self, FamilyApplied, ServiceObjects},
+    state::{self, FamilyApplied, MapId, ServiceObjects},
 };
 
 #[derive(Default)]
@@ -23,8 +23,8 @@ struct Phases {
     delete_chains: BTreeSet<String>,
     delete_sets: BTreeSet<String>,
     add_sets: BTreeMap<String, String>,
-    add_maps: BTreeSet<u32>,
-    add_picks: BTreeSet<u32>,
+    add_maps: BTreeSet<MapId>,
+    add_picks: BTreeSet<MapId>,
     add_chains: BTreeMap<String, Vec<String>>,
     add_elems: BTreeMap<String, Vec<String>>,
 }
@@ -189,11 +189,11 @@ fn emit(ctx: &FamilyCtx, ph: Phases, tx: &mut NftTransaction) {
     for set in &ph.delete_sets {
         tx.delete_set(f, t, set);
     }
-    for shard in &ph.add_maps {
-        tx.add_map(f, t, &slot_map(*shard), &base::slot_map_spec(ctx));
+    for &(p, shard) in &ph.add_maps {
+        tx.add_map(f, t, &slot_map(p, shard), &base::slot_map_spec(ctx, p));
     }
-    for n in &ph.add_picks {
-        base::render_pick(ctx, *n, tx);
+    for pick in &ph.add_picks {
+        base::render_pick(ctx, *pick, tx);
     }
     for (set, spec) in &ph.add_sets {
         tx.add_set(f, t, set, spec);

@@ -175,8 +175,8 @@ pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> ServiceObje
         match affinity {
             None => {
                 let offset = slots::offset(id, local);
-                let map = slot_map(slots::shard(id));
-                out.shard = Some(slots::shard(id));
+                let map = slot_map(sp.name.protocol, slots::shard(id));
+                out.shard = Some((sp.name.protocol, slots::shard(id)));
                 rules.push(format!(
                     "meta l4proto {p} dnat {ipx} to numgen random mod {} offset {offset} map @{map}",
                     eps.len()
@@ -201,8 +201,8 @@ pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> ServiceObje
 
 /// A port reached only through its cluster IP, without affinity (most ports in big clusters):
 /// no chain of its own. Its cluster IP dispatches to the shared `pick-N` chain for its endpoint
-/// count N, which looks the endpoint up by `cluster IP . protocol . port . random index` in
-/// `vip-slots-N`. nft re-reads every chain of the family on each run, so a chain per Service
+/// count N, which looks the endpoint up by `cluster IP . port . random index` in
+/// `vip-slots-<proto>-N`. nft re-reads every chain of the family on each run, so a chain per Service
 /// would make every partial sync cost O(Services).
 fn render_plain(sp: &ServicePort, out: &mut ServiceObjects) {
     let p = proto(sp.name.protocol);
@@ -219,17 +219,17 @@ fn render_plain(sp: &ServicePort, out: &mut ServiceObjects) {
         return;
     }
     let n = eps.len() as u32;
-    out.picks.insert(n);
+    out.picks.insert((sp.name.protocol, n));
     out.elements.insert(Elem::new(
         SERVICE_IPS,
         key.clone(),
-        Some(format!("goto {}", pick_chain(n))),
+        Some(format!("goto {}", pick_chain(sp.name.protocol, n))),
     ));
-    let map = vip_slots(n);
+    let map = vip_slots(sp.name.protocol, n);
     for (i, ep) in eps.iter().enumerate() {
         out.elements.insert(Elem::new(
             &map,
-            format!("{key} . {i}"),
+            format!("{} . {} . {i}", sp.cluster_ip, sp.port),
             Some(format!("{} . {}", ep.ip(), ep.addr.port())),
         ));
     }

@@ -5,7 +5,11 @@ use std::{
     net::IpAddr,
 };
 
-use crate::model::{IpFamily, NodeSettings, ServicePortName};
+use crate::model::{IpFamily, NodeSettings, Protocol, ServicePortName};
+
+/// A member of a per-protocol family of maps and chains: (protocol, shard) for slot maps,
+/// (protocol, N) for `pick-N`.
+pub type MapId = (Protocol, u32);
 
 /// One element of one of our sets or maps: `key` or `key : value`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -47,10 +51,10 @@ pub struct ServiceObjects {
     /// Shared, reference-counted contributions: its cluster IP and its endpoints' IPs.
     pub cluster_ip: IpAddr,
     pub hairpin_ips: BTreeSet<IpAddr>,
-    /// The slot map shard its chains use, if any.
-    pub shard: Option<u32>,
+    /// The slot map (protocol, shard) its chains use, if any.
+    pub shard: Option<MapId>,
     /// Endpoint counts N whose shared `pick-N` chain it uses (chainless ports).
-    pub picks: BTreeSet<u32>,
+    pub picks: BTreeSet<MapId>,
 }
 
 impl Default for ServiceObjects {
@@ -82,10 +86,10 @@ pub struct FamilyApplied {
     /// How many Service ports use each endpoint IP (the hairpin set holds those > 0).
     pub hairpin_refs: BTreeMap<IpAddr, u32>,
     /// Slot map shards that exist in the table.
-    pub shards: BTreeSet<u32>,
+    pub shards: BTreeSet<MapId>,
     /// `pick-N` chains and `vip-slots-N` maps that exist in the table. Kept until the next
     /// full sync even when unused: an empty one costs nothing.
-    pub picks: BTreeSet<u32>,
+    pub picks: BTreeSet<MapId>,
 }
 
 impl FamilyApplied {
