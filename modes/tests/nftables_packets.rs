@@ -13,6 +13,8 @@
 mod fixtures;
 #[path = "nftables/netns.rs"]
 mod netns;
+#[path = "nftables/wire.rs"]
+mod wire;
 
 use std::{
     collections::BTreeSet,
@@ -26,116 +28,14 @@ use kproxy_modes::{
     model::{ChangeSet, IpFamily, Protocol, SessionAffinity},
     nftables::NftablesMode,
 };
-use netns::{Netns, sh};
+use netns::Netns;
+use wire::*;
 
-struct Servers(Vec<Child>);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Adds IPv6 addresses to both ends of link `tag` (no DAD: usable at once) and a default route.
-fn link6(node: &Netns, ns: &Netns, tag: &str, addr: &str, node_cidrs: &[&str]) {
-    for c in node_cidrs {
-        node.exec(&["ip", "addr", "add", c, "dev", &format!("n{tag}"), "nodad"]);
-    }
-    ns.exec(&[
-        "ip",
-        "addr",
-        "add",
-        addr,
-        "dev",
-        &format!("p{tag}"),
-        "nodad",
-    ]);
-    let gw = node_cidrs[0].split('/').next().unwrap();
-    ns.exec(&["ip", "-6", "route", "add", "default", "via", gw]);
-}
-
-/// Connects `veth` pair `n<tag>` (node side, `node_ip`) to `ns` (`addr`, default via node).
-fn link(node: &Netns, ns: &Netns, tag: &str, addr: &str, node_cidrs: &[&str]) {
-    let (a, b) = (format!("n{tag}"), format!("p{tag}"));
-    sh(&[
-        "ip", "link", "add", &a, "netns", &node.name, "type", "veth", "peer", "name", &b, "netns",
-        &ns.name,
-    ]);
-    for c in node_cidrs {
-        node.exec(&["ip", "addr", "add", c, "dev", &a]);
-    }
-    node.exec(&["ip", "link", "set", &a, "up"]);
-    ns.exec(&["ip", "addr", "add", addr, "dev", &b]);
-    ns.exec(&["ip", "link", "set", &b, "up"]);
-    let gw = node_cidrs[0].split('/').next().unwrap();
-    ns.exec(&["ip", "route", "add", "default", "via", gw]);
-}
-
-fn serve(ns: &Netns, addr: &str) -> Child {
-    let listen = if addr.contains(':') {
-        format!("TCP6-LISTEN:80,bind=[{addr}],fork,reuseaddr")
-    } else {
-        format!("TCP-LISTEN:80,bind={addr},fork,reuseaddr")
-    };
-    Command::new("ip")
-        .args(["netns", "exec", &ns.name, "socat"])
-        .arg(listen)
-        .arg("SYSTEM:echo $SOCAT_SOCKADDR $SOCAT_PEERADDR")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// One TCP connection: `Ok("server peer")` or `Err(socat's error text)`.
-fn connect(from: &Netns, dest: &str, port: u16) -> Result<String, String> {
-    let target = if dest.contains(':') {
-        format!("TCP6:[{dest}]:{port},connect-timeout=1")
-    } else {
-        format!("TCP:{dest}:{port},connect-timeout=1")
-    };
-    let out = from.try_exec(&["socat", "-T2", "-", &target]);
-    if out.status.success() && !out.stdout.is_empty() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-/// socat prints IPv6 addresses bracketed and fully expanded; compare them in canonical form.
-fn canonical(addr: &str) -> String {
-    let bare = addr.trim_start_matches('[').trim_end_matches(']');
-    bare.parse::<std::net::IpAddr>()
-        .map(|ip| ip.to_string())
-        .unwrap_or_else(|_| bare.to_owned())
-}
-
-/// Connects until every expected server answered (bounded), returning the peers they saw.
-fn reach_all(from: &Netns, dest: &str, port: u16, servers: &[&str]) -> BTreeSet<String> {
-    let (mut seen, mut peers) = (BTreeSet::new(), BTreeSet::new());
-    for _ in 0..40 {
-        let reply = connect(from, dest, port).unwrap_or_else(|e| panic!("{dest}:{port}: {e}"));
-        let (server, peer) = reply.split_once(' ').unwrap();
-        let (server, peer) = (canonical(server), canonical(peer));
-        let server = server.as_str();
-        assert!(
-            servers.contains(&server),
-            "{dest}:{port} answered by unexpected {server}"
-        );
-        seen.insert(server.to_owned());
-        peers.insert(peer);
-        if seen.len() == servers.len() {
-            return peers;
-        }
-    }
-    panic!("{dest}:{port}: only {seen:?} of {servers:?} answered");
-}
-
-/// Cluster IP (both endpoints, client address kept), hairpin (masqueraded), undefined port and
-/// no endpoints (REJECT), unallocated IP (DROP), NodePort under eTP=Cluster (masqueraded) and
-/// eTP=Local (client address kept).
+/// Cluster IP through the chainless and the chain path (both endpoints, client address kept),
+/// hairpin and node traffic (masqueraded), undefined port and no endpoints (REJECT), unallocated
+/// IP (DROP), NodePort under eTP=Cluster (masqueraded) and eTP=Local (client address kept from
+/// outside; pods short-circuit to all endpoints), LB source ranges (DROP), UDP, session affinity,
+/// IPv6 cluster IP and NodePort, and a partial sync seen on the wire.
 #[test]
 fn packets_follow_the_service_rules() {
     let Some(node) = Netns::new() else { return };
@@ -178,6 +78,7 @@ fn packets_follow_the_service_rules() {
         serve(&e1, "10.180.0.1"),
         serve(&e2, "10.180.1.1"),
         serve(&e1, "fd00:10:180::1"),
+        serve_udp(&e2, "10.180.1.1"),
     ]);
     for (ns, addr) in [
         (&e1, "10.180.0.1"),
@@ -211,6 +112,9 @@ fn packets_follow_the_service_rules() {
         vec![ep("10.180.0.1:80", true), ep("10.180.1.1:80", false)],
     );
     both.node_port = Some(3002);
+    // Source ranges that leave out the external client (but contain the node's 192.168.0.2).
+    both.load_balancer_ips = vec!["1.2.3.4".parse().unwrap()];
+    both.load_balancer_source_ranges = vec!["192.168.0.0/24".parse().unwrap()];
     let none = port(
         "ns3",
         "none",
@@ -271,8 +175,20 @@ fn packets_follow_the_service_rules() {
         vec![ep("[fd00:10:180::1]:80", true)],
     );
     v6_nodeport.node_port = Some(3002);
+    let dns = port(
+        "ns7",
+        "dns",
+        "dns",
+        Protocol::Udp,
+        "172.30.0.47",
+        53,
+        vec![ep("10.180.1.1:53", false)],
+    );
     let mut desired = state(vec![
-        (IpFamily::V4, vec![single, both, none, local, pair, sticky]),
+        (
+            IpFamily::V4,
+            vec![single, both, none, local, pair, sticky, dns],
+        ),
         (IpFamily::V6, vec![v6_plain, v6_nodeport]),
     ]);
     // The real constructor: it reads the node namespace's addresses for nodeport-ips.
@@ -324,6 +240,23 @@ fn packets_follow_the_service_rules() {
         BTreeSet::from(["203.0.113.2".to_owned()]),
         "eTP=Local keeps the client address"
     );
+
+    // eTP=Local: pod traffic to the NodePort short-circuits to every endpoint, unmasqueraded.
+    let peers = reach_all(&pod, "192.168.0.2", 3004, &["10.180.0.1", "10.180.1.1"]);
+    assert_eq!(peers, BTreeSet::from(["10.0.0.2".to_owned()]));
+    // The node's own traffic to a cluster IP is masqueraded (its source is not a pod address).
+    let peers = reach_all(&node, "172.30.0.41", 80, &["10.180.0.1"]);
+    assert_eq!(peers, BTreeSet::from(["10.180.0.254".to_owned()]));
+    // loadBalancerSourceRanges: the external client is outside them, so its connection to the
+    // LB IP is dropped (without the firewall check, the endpoints would answer).
+    let err = connect(&ext, "1.2.3.4", 80).unwrap_err();
+    assert!(
+        err.contains("timed out"),
+        "outside the source ranges: {err}"
+    );
+    // UDP through the chainless path.
+    let reply = ask_udp(&pod, "172.30.0.47").expect("UDP answer");
+    assert_eq!(reply, "10.180.1.1 10.0.0.2");
 
     // Session affinity: every connection from one client reaches the same endpoint (with two
     // endpoints chosen at random, 12 equal answers by chance has probability 1/2048).
