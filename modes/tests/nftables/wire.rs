@@ -115,13 +115,17 @@ pub fn reach_all(from: &Netns, dest: &str, port: u16, servers: &[&str]) -> BTree
     panic!("{dest}:{port}: only {seen:?} of {servers:?} answered");
 }
 
-/// A UDP echo of the same shape as [`serve`], on port 53.
+/// A UDP echo of the same shape as [`serve`], on port 53, in Python: socat's forking
+/// UDP-RECVFROM server drops packets that arrive while a previous handler still runs.
 pub fn serve_udp(ns: &Netns, addr: &str) -> Child {
+    let program = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('{addr}', 53))\n\
+         while True:\n    _, peer = s.recvfrom(512)\n    s.sendto(('{addr} ' + peer[0] + '\\n').encode(), peer)\n"
+    );
     Command::new("ip")
-        .args(["netns", "exec", &ns.name, "socat"])
-        .arg(format!("UDP-RECVFROM:53,bind={addr},fork,reuseaddr"))
-        // socat sets no SOCAT_SOCKADDR for UDP-RECVFROM: write the address in.
-        .arg(format!("SYSTEM:echo {addr} $SOCAT_PEERADDR"))
+        .args(["netns", "exec", &ns.name, "python3", "-c", &program])
         .stdout(Stdio::null())
         .spawn()
         .unwrap()
