@@ -1,7 +1,7 @@
 //! Real packets through the nftables mode: a node namespace with a pod client, two endpoint
 //! namespaces and an external client, joined by veth pairs, with socat servers that answer with
 //! their own address and the peer address they saw (to tell masquerading apart).
-//! Needs root (skipped otherwise), `ip`, `nft` and `socat`.
+//! Needs root (skipped otherwise), `ip`, `nft`, `socat` and `python3` (the UDP echo server).
 //!
 //! IP plan (node namespace N in the middle):
 //!   pod C  10.0.0.2      <-> N 10.0.0.1
