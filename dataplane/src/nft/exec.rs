@@ -136,11 +136,17 @@ impl Exec {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(spawn_err)?;
-        // Write from this thread: nft reads all input before writing output, so no deadlock.
-        if let Some(mut input) = child.stdin.take() {
-            input.write_all(stdin.as_bytes()).map_err(spawn_err)?;
-        }
+        // Write from another thread while this one collects output: nft may report errors
+        // before it has read all of a large input, and a full stderr pipe would deadlock us.
+        let writer = child.stdin.take().map(|mut input| {
+            let text = stdin.to_owned();
+            std::thread::spawn(move || input.write_all(text.as_bytes()))
+        });
         let out = child.wait_with_output().map_err(spawn_err)?;
+        if let Some(w) = writer {
+            // A write error (nft exited early) is explained by nft's status and stderr below.
+            let _ = w.join();
+        }
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
