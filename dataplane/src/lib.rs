@@ -1,1 +1,4 @@
 //! Thin typed clients for the kernel interfaces kproxy programs. No Kubernetes knowledge lives here.
+
+pub mod addrs;
+pub mod nft;

@@ -2,6 +2,7 @@
 //! the one [`Mode`] trait; modes never see Kubernetes objects.
 
 pub mod model;
+pub mod nftables;
 
 use model::{ChangeSet, DesiredState};
 
@@ -17,6 +18,11 @@ pub struct SyncStats {
 pub enum ModeError {
     #[error("{mode}: {message}")]
     Apply { mode: &'static str, message: String },
+    #[error("{mode}: {what} is not supported")]
+    Unsupported {
+        mode: &'static str,
+        what: &'static str,
+    },
 }
 
 /// A data plane. `sync` renders (purely) and applies atomically; on failure the next sync must be
@@ -27,4 +33,12 @@ pub trait Mode {
     -> Result<SyncStats, ModeError>;
     /// Removes everything this mode owns, and nothing else.
     fn cleanup(&mut self) -> Result<(), ModeError>;
+    /// The kernel's view of what this mode owns, as text (for `debug dump`). Reads the kernel:
+    /// can be slow on very large rule sets, so it is never part of a sync.
+    fn dump(&self) -> Result<String, ModeError> {
+        Err(ModeError::Unsupported {
+            mode: self.name(),
+            what: "dump",
+        })
+    }
 }

@@ -1,0 +1,208 @@
+//! [`NftClient`] and [`Exec`], the implementation that runs the `nft` binary.
+
+use std::{
+    io::Write,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use super::{Family, NftTransaction};
+
+/// What kind of failure nft reported, read from its stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NftErrorKind {
+    /// An object the text refers to does not exist (ENOENT).
+    NotFound,
+    /// An object the text creates already exists (EEXIST).
+    Exists,
+    Other,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("running {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    /// nft rejected the input; the whole transaction was discarded.
+    #[error("nft failed ({status}): {stderr}")]
+    Failed {
+        status: String,
+        stderr: String,
+        kind: NftErrorKind,
+    },
+}
+
+impl NftError {
+    pub fn kind(&self) -> NftErrorKind {
+        match self {
+            NftError::Spawn { .. } => NftErrorKind::Other,
+            NftError::Failed { kind, .. } => *kind,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.kind() == NftErrorKind::NotFound
+    }
+
+    pub fn is_exists(&self) -> bool {
+        self.kind() == NftErrorKind::Exists
+    }
+}
+
+fn classify(stderr: &str) -> NftErrorKind {
+    if stderr.contains("No such file or directory") {
+        NftErrorKind::NotFound
+    } else if stderr.contains("File exists") {
+        NftErrorKind::Exists
+    } else {
+        NftErrorKind::Other
+    }
+}
+
+/// Runs nftables transactions and reads tables back.
+pub trait NftClient {
+    /// Applies the transaction atomically: all of it or none of it.
+    fn run(&self, tx: &NftTransaction) -> Result<(), NftError>;
+    /// Asks the kernel to validate the transaction without committing it (`nft -c`).
+    fn check(&self, tx: &NftTransaction) -> Result<(), NftError>;
+    /// The table as `nft list table` prints it (the kernel's view).
+    fn list_table(&self, family: Family, table: &str) -> Result<String, NftError>;
+}
+
+/// Runs the `nft` binary, optionally inside a named network namespace (`ip netns exec`).
+#[derive(Clone, Debug)]
+pub struct Exec {
+    nft: PathBuf,
+    ip: PathBuf,
+    netns: Option<String>,
+}
+
+impl Default for Exec {
+    fn default() -> Self {
+        Self {
+            nft: PathBuf::from("nft"),
+            ip: PathBuf::from("ip"),
+            netns: None,
+        }
+    }
+}
+
+impl Exec {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Uses this `nft` binary instead of the one on `PATH`.
+    pub fn with_binary(mut self, nft: impl Into<PathBuf>) -> Self {
+        self.nft = nft.into();
+        self
+    }
+
+    /// Runs every command inside network namespace `name` (as created by `ip netns add`).
+    pub fn in_netns(mut self, name: impl Into<String>) -> Self {
+        self.netns = Some(name.into());
+        self
+    }
+
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new(&self.ip);
+                c.args(["netns", "exec", ns]).arg(&self.nft);
+                c
+            }
+            None => Command::new(&self.nft),
+        };
+        cmd.args(args);
+        cmd
+    }
+
+    fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Result<String, NftError> {
+        let mut cmd = self.command(args);
+        let program = format!("{cmd:?}");
+        let spawn_err = |source| NftError::Spawn {
+            program: program.clone(),
+            source,
+        };
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn_err)?;
+        // Write from another thread while this one collects output: nft may report errors
+        // before it has read all of a large input, and a full stderr pipe would deadlock us.
+        let writer = child.stdin.take().map(|mut input| {
+            let text = stdin.to_owned();
+            std::thread::spawn(move || input.write_all(text.as_bytes()))
+        });
+        let out = child.wait_with_output().map_err(spawn_err)?;
+        if let Some(w) = writer {
+            // A write error (nft exited early) is explained by nft's status and stderr below.
+            let _ = w.join();
+        }
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        Err(NftError::Failed {
+            status: out.status.to_string(),
+            kind: classify(&stderr),
+            stderr,
+        })
+    }
+}
+
+impl NftClient for Exec {
+    fn run(&self, tx: &NftTransaction) -> Result<(), NftError> {
+        tracing::trace!(transaction = %tx, "nft -f -");
+        self.run_with_stdin(&["-f", "-"], &tx.to_string()).map(drop)
+    }
+
+    fn check(&self, tx: &NftTransaction) -> Result<(), NftError> {
+        self.run_with_stdin(&["-c", "-f", "-"], &tx.to_string())
+            .map(drop)
+    }
+
+    fn list_table(&self, family: Family, table: &str) -> Result<String, NftError> {
+        self.run_with_stdin(&["list", "table", &family.to_string(), table], "")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_is_classified() {
+        assert_eq!(
+            classify("Error: Could not process rule: No such file or directory"),
+            NftErrorKind::NotFound
+        );
+        assert_eq!(
+            classify("Error: Could not process rule: File exists"),
+            NftErrorKind::Exists
+        );
+        assert_eq!(classify("Error: syntax error"), NftErrorKind::Other);
+    }
+
+    #[test]
+    fn netns_wraps_the_command_in_ip_netns_exec() {
+        let exec = Exec::new().with_binary("/usr/sbin/nft").in_netns("t1");
+        let cmd = exec.command(&["-f", "-"]);
+        let argv: Vec<String> = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            argv,
+            ["ip", "netns", "exec", "t1", "/usr/sbin/nft", "-f", "-"]
+        );
+    }
+}

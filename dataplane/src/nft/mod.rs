@@ -1,0 +1,11 @@
+//! A thin typed client for nftables: a transaction that renders to `nft -f` text, and a client
+//! that runs that text as one atomic kernel transaction.
+//!
+//! The rendered text is the single source of truth: it is what `nft` reads, what golden tests
+//! compare and what debug output shows.
+
+mod exec;
+mod transaction;
+
+pub use exec::{Exec, NftClient, NftError, NftErrorKind};
+pub use transaction::{BaseChain, ChainType, Family, Hook, NftTransaction};

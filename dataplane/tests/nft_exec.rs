@@ -1,0 +1,50 @@
+//! `Exec` against the real nft, in check mode only (`nft -c`: nothing is committed, so it is
+//! safe in the host namespace). Skipped when nft cannot be run (not installed, not root).
+
+use kproxy_dataplane::nft::{Exec, Family, NftClient, NftErrorKind, NftTransaction};
+
+fn nft_usable() -> bool {
+    let ok = std::process::Command::new("nft")
+        .args(["-c", "add", "table", "ip", "kproxy-probe"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("skipped: nft not usable here");
+    }
+    ok
+}
+
+/// Deleting a table that does not exist fails as not-found, with nft's message kept.
+#[test]
+fn missing_table_is_classified_not_found() {
+    if !nft_usable() {
+        return;
+    }
+    let mut tx = NftTransaction::new();
+    tx.delete_table(Family::Ip, "kproxy-test-absent-7f3a");
+    let err = Exec::new().check(&tx).unwrap_err();
+    assert_eq!(err.kind(), NftErrorKind::NotFound, "{err}");
+    assert!(
+        err.to_string().contains("No such file or directory"),
+        "{err}"
+    );
+}
+
+/// A syntax error is `Other`, and a valid transaction passes the check.
+#[test]
+fn syntax_errors_and_valid_text() {
+    if !nft_usable() {
+        return;
+    }
+    let mut bad = NftTransaction::new();
+    bad.add_table(Family::Ip, "kproxy-test-x", None);
+    bad.add_rule(Family::Ip, "kproxy-test-x", "c", "this is not a rule");
+    let err = Exec::new().check(&bad).unwrap_err();
+    assert_eq!(err.kind(), NftErrorKind::Other, "{err}");
+    let mut good = NftTransaction::new();
+    good.add_table(Family::Ip, "kproxy-test-x", Some("probe"));
+    good.add_chain(Family::Ip, "kproxy-test-x", "c", None);
+    good.add_rule(Family::Ip, "kproxy-test-x", "c", "ip daddr 1.2.3.4 drop");
+    Exec::new().check(&good).unwrap();
+}

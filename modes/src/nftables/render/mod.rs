@@ -1,0 +1,223 @@
+//! The pure part of the mode: `render(desired, changes, applied, local addresses)` gives the
+//! transaction to run and the state that will be applied once it succeeds.
+
+mod base;
+mod ctx;
+mod partial;
+pub mod service;
+pub mod slots;
+pub mod state;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use kproxy_dataplane::nft::{Family, NftTransaction};
+
+use crate::model::{ChangeSet, DesiredState, FamilyState, IpFamily, NodePortAddresses};
+
+use self::{
+    ctx::FamilyCtx,
+    state::{Applied, FamilyApplied, ServiceObjects},
+};
+use super::names::{CLUSTER_IPS, HAIRPIN, TABLE, slot_map};
+
+/// Local addresses per family (read from the kernel at apply time), for NodePort addresses.
+pub type LocalAddrs = BTreeMap<IpFamily, Vec<IpAddr>>;
+
+/// The transaction for this sync and the state it establishes.
+#[derive(Debug)]
+pub struct Rendered {
+    pub tx: NftTransaction,
+    pub applied: Applied,
+    /// Whether this is a full sync (the tables are replaced) or a partial one.
+    pub full: bool,
+}
+
+/// Renders a sync. It is full when `changes.full`, when nothing is known to be applied, or when
+/// node-wide inputs changed (settings, NodePort addresses, the set of families); otherwise it
+/// touches only the changed Service ports and the shared sets' deltas.
+pub fn render(
+    desired: &DesiredState,
+    changes: &ChangeSet,
+    applied: Option<&Applied>,
+    local_addrs: &LocalAddrs,
+) -> Rendered {
+    if let Some(prev) =
+        applied.filter(|a| !changes.full && !node_inputs_changed(desired, a, local_addrs))
+    {
+        let mut tx = NftTransaction::new();
+        let mut next = prev.clone();
+        for fam in &desired.families {
+            let fam_applied = next
+                .families
+                .get_mut(&fam.family)
+                .expect("families unchanged");
+            partial::render_partial(fam, &changes.services, fam_applied, &mut tx);
+        }
+        return Rendered {
+            tx,
+            applied: next,
+            full: false,
+        };
+    }
+    render_full(desired, applied, local_addrs)
+}
+
+fn nodeport_ips(fam: &FamilyState, local_addrs: &LocalAddrs) -> Vec<IpAddr> {
+    let NodePortAddresses::Cidrs(cidrs) = &fam.node.node_port_addresses else {
+        return Vec::new();
+    };
+    let mut ips: Vec<IpAddr> = local_addrs
+        .get(&fam.family)
+        .into_iter()
+        .flatten()
+        .filter(|ip| !ip.is_loopback() && IpFamily::of(ip) == fam.family)
+        .filter(|ip| cidrs.iter().any(|c| c.contains(*ip)))
+        .copied()
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+fn node_inputs_changed(
+    desired: &DesiredState,
+    applied: &Applied,
+    local_addrs: &LocalAddrs,
+) -> bool {
+    let families: BTreeSet<IpFamily> = desired.families.iter().map(|f| f.family).collect();
+    if families != applied.families.keys().copied().collect() {
+        return true;
+    }
+    desired.families.iter().any(|fam| {
+        let a = &applied.families[&fam.family];
+        a.node != fam.node || a.nodeport_ips != nodeport_ips(fam, local_addrs)
+    })
+}
+
+fn nft_family(f: IpFamily) -> Family {
+    match f {
+        IpFamily::V4 => Family::Ip,
+        IpFamily::V6 => Family::Ip6,
+    }
+}
+
+/// Replaces each family's table atomically: `add table; delete table` then the whole content,
+/// in the one transaction, so there is no moment without rules and any leftover (ours, from a
+/// previous run or version) is gone. Tables of families no longer served are deleted.
+fn render_full(
+    desired: &DesiredState,
+    applied: Option<&Applied>,
+    local_addrs: &LocalAddrs,
+) -> Rendered {
+    let mut tx = NftTransaction::new();
+    let mut next = Applied::default();
+    for f in [IpFamily::V4, IpFamily::V6] {
+        tx.add_table(nft_family(f), TABLE, None);
+        tx.delete_table(nft_family(f), TABLE);
+    }
+    for fam in &desired.families {
+        let ctx = FamilyCtx::new(fam.family, &fam.node);
+        let np_ips = nodeport_ips(fam, local_addrs);
+        base::render_base(&ctx, &np_ips, &mut tx);
+        let prev = applied.and_then(|a| a.families.get(&fam.family));
+        let ids = assign_ids(fam, prev);
+        let mut fa = FamilyApplied {
+            node: fam.node.clone(),
+            nodeport_ips: np_ips,
+            services: BTreeMap::new(),
+            cluster_ip_refs: BTreeMap::new(),
+            hairpin_refs: BTreeMap::new(),
+            shards: BTreeSet::new(),
+            picks: BTreeSet::new(),
+        };
+        for (name, sp) in &fam.services {
+            let Some(&id) = ids.get(name) else { continue };
+            let objs = service::render_service(&ctx, sp, id);
+            add_refs(&mut fa, &objs);
+            fa.shards.extend(objs.shard);
+            fa.picks.extend(&objs.picks);
+            fa.services.insert(name.clone(), objs);
+        }
+        let (f, t) = (ctx.family, TABLE);
+        for &(p, shard) in &fa.shards {
+            tx.add_map(f, t, &slot_map(p, shard), &base::slot_map_spec(&ctx, p));
+        }
+        for pick in &fa.picks {
+            base::render_pick(&ctx, *pick, &mut tx);
+        }
+        let all = || fa.services.values();
+        for (set, spec) in all().flat_map(|s| &s.sets) {
+            tx.add_set(f, t, set, spec);
+        }
+        for chain in all().flat_map(|s| s.chains.keys()) {
+            tx.add_chain(f, t, chain, None);
+        }
+        for (chain, rules) in all().flat_map(|s| &s.chains) {
+            for rule in rules {
+                tx.add_rule(f, t, chain, rule);
+            }
+        }
+        let mut by_set: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for e in all().flat_map(|s| &s.elements) {
+            by_set.entry(&e.set).or_default().push(e.text());
+        }
+        for (set, elems) in by_set {
+            tx.add_elements(f, t, set, &elems);
+        }
+        let cips: Vec<String> = fa.cluster_ip_refs.keys().map(ToString::to_string).collect();
+        tx.add_elements(f, t, CLUSTER_IPS, &cips);
+        let pairs: Vec<String> = fa
+            .hairpin_refs
+            .keys()
+            .map(|ip| format!("{ip} . {ip}"))
+            .collect();
+        tx.add_elements(f, t, HAIRPIN, &pairs);
+        next.families.insert(fam.family, fa);
+    }
+    Rendered {
+        tx,
+        applied: next,
+        full: true,
+    }
+}
+
+/// Keeps each surviving port's id (stable slot keys) and gives new ports the smallest free id.
+fn assign_ids(
+    fam: &FamilyState,
+    prev: Option<&FamilyApplied>,
+) -> BTreeMap<crate::model::ServicePortName, u32> {
+    let mut ids = BTreeMap::new();
+    let mut used = BTreeSet::new();
+    if let Some(prev) = prev {
+        for name in fam.services.keys() {
+            if let Some(objs) = prev.services.get(name) {
+                ids.insert(name.clone(), objs.id);
+                used.insert(objs.id);
+            }
+        }
+    }
+    for name in fam.services.keys() {
+        if ids.contains_key(name) {
+            continue;
+        }
+        match slots::allocate(&mut used) {
+            Some(id) => {
+                ids.insert(name.clone(), id);
+            }
+            None => {
+                tracing::error!(service = %name, "more than 65536 Service ports in one family; port skipped")
+            }
+        }
+    }
+    ids
+}
+
+fn add_refs(fa: &mut FamilyApplied, objs: &ServiceObjects) {
+    state::refcount(&mut fa.cluster_ip_refs, objs.cluster_ip, true);
+    for ip in &objs.hairpin_ips {
+        state::refcount(&mut fa.hairpin_refs, *ip, true);
+    }
+}

@@ -1,0 +1,61 @@
+//! Golden tests of the rendered nftables transaction text. Regenerate with
+//! `KPROXY_UPDATE_GOLDEN=1 cargo test -p kproxy-modes --test nftables_golden`.
+
+#[path = "nftables/fixtures.rs"]
+mod fixtures;
+
+use std::path::PathBuf;
+
+use kproxy_modes::{model::ChangeSet, nftables::render};
+
+fn golden(name: &str, text: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/nftables")
+        .join(format!("{name}.nft"));
+    if std::env::var_os("KPROXY_UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (set KPROXY_UPDATE_GOLDEN=1)", path.display()));
+    assert!(
+        want == text,
+        "{} differs from the rendered text:\n{text}",
+        path.display()
+    );
+}
+
+#[test]
+fn full_sync_of_cluster_ips_matches_golden() {
+    let r = render(
+        &fixtures::cluster_ip_general(),
+        &ChangeSet::full(),
+        None,
+        &fixtures::local_addrs(),
+    );
+    assert!(r.full);
+    golden("cluster-ip-general", &r.tx.to_string());
+}
+
+#[test]
+fn full_sync_of_external_policies_matches_golden() {
+    let r = render(
+        &fixtures::external_mix(),
+        &ChangeSet::full(),
+        None,
+        &fixtures::local_addrs(),
+    );
+    golden("external-mix", &r.tx.to_string());
+}
+
+#[test]
+fn full_sync_of_dual_stack_matches_golden() {
+    let r = render(
+        &fixtures::dual_stack(),
+        &ChangeSet::full(),
+        None,
+        &fixtures::local_addrs(),
+    );
+    golden("dual-stack", &r.tx.to_string());
+}

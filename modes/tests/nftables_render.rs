@@ -1,0 +1,135 @@
+//! Pure tests of the renderer's sync decisions and partial diffs (no kernel needed).
+
+#[path = "nftables/fixtures.rs"]
+mod fixtures;
+
+use kproxy_modes::{
+    model::{ChangeSet, Protocol, ServicePortName},
+    nftables::render,
+};
+
+fn partial(names: &[ServicePortName]) -> ChangeSet {
+    ChangeSet {
+        full: false,
+        services: names.iter().cloned().collect(),
+    }
+}
+
+/// No changes after a full sync: the partial transaction is empty.
+#[test]
+fn nothing_changed_renders_nothing() {
+    let d = fixtures::external_mix();
+    let full = render(&d, &ChangeSet::full(), None, &fixtures::local_addrs());
+    let names: Vec<_> = d.families[0].services.keys().cloned().collect();
+    let p = render(
+        &d,
+        &partial(&names),
+        Some(&full.applied),
+        &fixtures::local_addrs(),
+    );
+    assert!(!p.full);
+    assert!(p.tx.is_empty(), "{}", p.tx);
+    assert_eq!(p.applied, full.applied);
+}
+
+/// Two ports share a cluster IP: removing one keeps the IP in `cluster-ips`; removing the
+/// other deletes it.
+#[test]
+fn shared_cluster_ip_is_reference_counted() {
+    let mut d = fixtures::cluster_ip_general();
+    let full = render(&d, &ChangeSet::full(), None, &fixtures::local_addrs());
+    let svc2: Vec<ServicePortName> = d.families[0]
+        .services
+        .keys()
+        .filter(|n| n.name == "svc2")
+        .cloned()
+        .collect();
+    d.families[0].services.remove(&svc2[0]);
+    let p = render(
+        &d,
+        &partial(&svc2[..1]),
+        Some(&full.applied),
+        &fixtures::local_addrs(),
+    );
+    assert!(!p.tx.to_string().contains("cluster-ips"), "{}", p.tx);
+    for n in &svc2[1..] {
+        d.families[0].services.remove(n);
+    }
+    let p2 = render(
+        &d,
+        &partial(&svc2),
+        Some(&p.applied),
+        &fixtures::local_addrs(),
+    );
+    assert!(
+        p2.tx
+            .to_string()
+            .contains("delete element ip kproxy cluster-ips { 172.30.0.42 }"),
+        "{}",
+        p2.tx
+    );
+}
+
+/// A change of node settings or of the node's NodePort addresses turns a partial sync into a
+/// full one; so does a missing applied state.
+#[test]
+fn node_inputs_force_a_full_sync() {
+    let d = fixtures::external_mix();
+    let full = render(&d, &ChangeSet::full(), None, &fixtures::local_addrs());
+    let none = partial(&[]);
+    assert!(render(&d, &none, None, &fixtures::local_addrs()).full);
+    let mut moved = fixtures::local_addrs();
+    moved
+        .values_mut()
+        .for_each(|v| v.retain(|ip| ip.to_string() != "192.168.0.2"));
+    assert!(render(&d, &none, Some(&full.applied), &moved).full);
+    let mut d2 = d.clone();
+    d2.families[0].node.masquerade_all = true;
+    assert!(render(&d2, &none, Some(&full.applied), &fixtures::local_addrs()).full);
+    assert!(!render(&d, &none, Some(&full.applied), &fixtures::local_addrs()).full);
+}
+
+/// A new port reuses the id a removed port freed in the same sync, and slot ids of surviving
+/// ports do not move across a full sync.
+#[test]
+fn slot_ids_are_stable_and_reused() {
+    let mut d = fixtures::external_mix();
+    let full = render(&d, &ChangeSet::full(), None, &fixtures::local_addrs());
+    let fam = &full.applied.families[&d.families[0].family];
+    let svc1 = d.families[0].services.keys().next().unwrap().clone();
+    let id1 = fam.services[&svc1].id;
+    d.families[0].services.remove(&svc1);
+    let mut new = fixtures::port(
+        "ns0",
+        "new",
+        "p",
+        Protocol::Tcp,
+        "172.30.0.9",
+        80,
+        vec![fixtures::ep("10.180.9.1:80", false)],
+    );
+    new.node_port = Some(3009);
+    let new_name = new.name.clone();
+    d.families[0].services.insert(new_name.clone(), new);
+    let p = render(
+        &d,
+        &partial(&[svc1, new_name.clone()]),
+        Some(&full.applied),
+        &fixtures::local_addrs(),
+    );
+    let fam = &p.applied.families[&d.families[0].family];
+    assert_eq!(fam.services[&new_name].id, id1);
+    let again = render(
+        &d,
+        &ChangeSet::full(),
+        Some(&p.applied),
+        &fixtures::local_addrs(),
+    );
+    let ids = |a: &kproxy_modes::nftables::Applied| -> Vec<u32> {
+        a.families
+            .values()
+            .flat_map(|f| f.services.values().map(|s| s.id))
+            .collect()
+    };
+    assert_eq!(ids(&again.applied), ids(&p.applied));
+}
