@@ -79,10 +79,13 @@ fn run(cli: Cli) -> Result<()> {
 
 /// The data plane for the configured mode.
 fn make_mode(cfg: &KubeProxyConfiguration) -> Result<Box<dyn Mode + Send>> {
-    bail!(
-        "proxy mode {} is not available in this build yet",
-        cfg.proxy_mode()
-    )
+    use kproxy::config::ProxyMode;
+    use kproxy_dataplane::nft::Exec;
+    use kproxy_modes::nftables::NftablesMode;
+    match cfg.proxy_mode() {
+        ProxyMode::Nftables => Ok(Box::new(NftablesMode::with_exec(Exec::new()))),
+        other => bail!("proxy mode {other} is not available in this build yet"),
+    }
 }
 
 async fn shutdown_signal() {

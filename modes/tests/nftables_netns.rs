@@ -263,7 +263,8 @@ fn partial_syncs_converge_to_the_full_sync_table() {
     let mut desired = fixtures::cluster_ip_general();
     mode.sync(&desired, &ChangeSet::full()).unwrap();
     let names: Vec<ServicePortName> = desired.families[0].services.keys().cloned().collect();
-    let steps: Vec<Box<dyn Fn(&mut kproxy_modes::model::FamilyState)>> = vec![
+    type Step = Box<dyn Fn(&mut kproxy_modes::model::FamilyState)>;
+    let steps: Vec<Step> = vec![
         Box::new(|f| {
             let p = f.services.values_mut().next().unwrap();
             p.endpoints

@@ -16,10 +16,7 @@ mod netns;
 #[path = "nftables/wire.rs"]
 mod wire;
 
-use std::{
-    collections::BTreeSet,
-    process::{Child, Command, Stdio},
-};
+use std::collections::BTreeSet;
 
 use fixtures::{ep, local_policy, port, state};
 use kproxy_dataplane::nft::Exec;
