@@ -37,7 +37,7 @@ fn service(i: u32, endpoints: u32) -> ServicePort {
         80,
         eps,
     );
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         sp.node_port = Some(30000 + (i / 10) as u16);
     }
     sp
