@@ -24,6 +24,8 @@ mod support;
 
 #[path = "api_source/changes.rs"]
 mod changes;
+#[path = "api_source/server.rs"]
+mod server;
 
 use apiserver::{ApiServer, Res};
 use support::{NODE, node, simple_service, simple_slice};
