@@ -9,7 +9,13 @@ use kproxy::{
     cli::{Cli, Command, DebugCommand, DumpArgs, OutputFormat, ProxyFlags},
     config::KubeProxyConfiguration,
     debug, options,
-    source::manifest,
+    source::{
+        api::{
+            self,
+            client::{ClientSettings, build_client},
+        },
+        manifest,
+    },
     tracker::Tracker,
 };
 use kproxy_modes::{Mode, model::DesiredState};
@@ -54,13 +60,8 @@ fn run(cli: Cli) -> Result<()> {
             if cli.flags.cleanup.unwrap_or(false) {
                 return agent::cleanup(mode.as_mut()).context("cleanup");
             }
-            let Some(manifests) = cli.flags.manifests.clone() else {
-                bail!(
-                    "reading the Kubernetes API arrives in a later release: pass --manifests PATH"
-                );
-            };
             let opts = options::proxy_options(&cfg);
-            tracing::info!(node = %opts.node_name, mode = %cfg.proxy_mode(), manifests = %manifests.display(), "starting kproxy");
+            tracing::info!(node = %opts.node_name, mode = %cfg.proxy_mode(), "starting kproxy");
             let periods = agent::Periods {
                 sync: cfg.effective_sync_period(),
                 min_sync: cfg.effective_min_sync_period(),
@@ -68,7 +69,24 @@ fn run(cli: Cli) -> Result<()> {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async move {
                 let (tx, rx) = tokio::sync::mpsc::channel(64);
-                let source = tokio::spawn(manifest::watch(manifests, tx));
+                let node = opts.node_name.clone();
+                let source = match cli.flags.manifests.clone() {
+                    Some(manifests) => {
+                        tracing::info!(manifests = %manifests.display(), "reading objects from manifests");
+                        tokio::spawn(async move {
+                            if let Err(e) = manifest::watch(manifests, tx).await {
+                                tracing::error!(error = %e, "the manifest source stopped");
+                            }
+                        })
+                    }
+                    None => {
+                        let settings = ClientSettings::new(&cfg, cli.flags.master.as_deref());
+                        let client = build_client(&settings)
+                            .await
+                            .context("Kubernetes API client")?;
+                        tokio::spawn(api::watch_all(client, node, tx))
+                    }
+                };
                 agent::run(Tracker::new(opts), rx, mode, periods, shutdown_signal()).await;
                 source.abort();
                 Ok(())

@@ -1,10 +1,11 @@
-//! Where Kubernetes objects come from: a directory of manifests, or (later) the API server.
+//! Where Kubernetes objects come from: a directory of manifests, or the API server.
 //! Every source speaks the same [`Event`]s to the tracker.
 
 use k8s_openapi::api::{
     core::v1::Node, core::v1::Service, discovery::v1::EndpointSlice, networking::v1::ServiceCIDR,
 };
 
+pub mod api;
 pub mod manifest;
 
 /// The kinds kproxy watches.
