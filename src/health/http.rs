@@ -5,7 +5,7 @@
 //! close`) keeps this small and obviously correct, without pulling a full HTTP stack into the
 //! agent.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -72,20 +72,18 @@ const MAX_HEAD: usize = 16 * 1024;
 
 /// Accepts connections until the returned future is dropped; dropping it also drops the
 /// listener (freeing the port) and every connection still being answered.
-pub fn serve(listener: TcpListener, handler: Handler) -> impl Future<Output = ()> + Send {
-    async move {
-        let mut conns = JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        conns.spawn(answer(stream, handler.clone()));
-                    }
-                    Err(e) => debug!(error = %e, "accept failed"),
-                },
-                // Reap finished connections so the set does not grow.
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            }
+pub async fn serve(listener: TcpListener, handler: Handler) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    conns.spawn(answer(stream, handler.clone()));
+                }
+                Err(e) => debug!(error = %e, "accept failed"),
+            },
+            // Reap finished connections so the set does not grow.
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
 }
@@ -102,9 +100,7 @@ async fn answer(mut stream: TcpStream, handler: Handler) {
     } else {
         Response::new(405, "text/plain; charset=utf-8", "Method Not Allowed\n")
     };
-    let _ = stream
-        .write_all(&encode(&resp, req.method == "HEAD"))
-        .await;
+    let _ = stream.write_all(&encode(&resp, req.method == "HEAD")).await;
     let _ = stream.shutdown().await;
 }
 

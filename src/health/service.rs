@@ -211,7 +211,11 @@ async fn bind_all(port: u16) -> std::io::Result<TcpListener> {
 }
 
 /// The response upstream gives, byte for byte: its JSON is a tab-indented template.
-pub fn service_response(name: &ServiceName, local_endpoints: usize, proxy_healthy: bool) -> Response {
+pub fn service_response(
+    name: &ServiceName,
+    local_endpoints: usize,
+    proxy_healthy: bool,
+) -> Response {
     let q = |s: &str| serde_json::to_string(s).expect("string serializes");
     let body = format!(
         "{{\n\t\"service\": {{\n\t\t\"namespace\": {},\n\t\t\"name\": {}\n\t}},\n\t\"localEndpoints\": {local_endpoints},\n\t\"serviceProxyHealthy\": {proxy_healthy}\n}}",
@@ -231,9 +235,7 @@ pub fn service_response(name: &ServiceName, local_endpoints: usize, proxy_health
 
 /// Health-check ports per Service, and each Service's count of local ready endpoints (distinct
 /// addresses across its ports and families).
-fn wanted(
-    state: &DesiredState,
-) -> (BTreeMap<ServiceName, u16>, BTreeMap<ServiceName, usize>) {
+fn wanted(state: &DesiredState) -> (BTreeMap<ServiceName, u16>, BTreeMap<ServiceName, usize>) {
     let mut ports = BTreeMap::new();
     let mut ips: BTreeMap<ServiceName, BTreeSet<IpAddr>> = BTreeMap::new();
     for family in &state.families {

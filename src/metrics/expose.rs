@@ -201,7 +201,11 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
             .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("TYPE", r)))
         {
             let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-            let suffix = if counters.contains(name) { "_total" } else { "" };
+            let suffix = if counters.contains(name) {
+                "_total"
+            } else {
+                ""
+            };
             out.push_str(&format!("# {kind} {name}{suffix} {tail}\n"));
             continue;
         }

@@ -137,16 +137,17 @@ impl Metrics {
         self.endpoint_changes_pending.set(0);
     }
 
-    /// A sync attempt finished (either way) after `took`.
+    /// A sync attempt finished (either way) after `took`. As upstream, the duration histograms
+    /// time every attempt, failed ones included; the timestamp marks successes only.
     pub fn sync_finished(&self, full: bool, took: Duration, ok: bool) {
         let secs = took.as_secs_f64();
+        self.sync_duration.observe(secs);
+        if full {
+            self.sync_full_duration.observe(secs);
+        } else {
+            self.sync_partial_duration.observe(secs);
+        }
         if ok {
-            self.sync_duration.observe(secs);
-            if full {
-                self.sync_full_duration.observe(secs);
-            } else {
-                self.sync_partial_duration.observe(secs);
-            }
             self.last_timestamp.set(unix_seconds(self.clock.wall_now()));
         } else if full {
             self.sync_failures.inc();

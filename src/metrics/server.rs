@@ -45,9 +45,7 @@ impl MetricsServer {
                 }
             }
             // Upstream writes the bare mode name, no newline.
-            "/proxyMode" => {
-                Response::new(200, "text/plain; charset=utf-8", self.mode.to_string())
-            }
+            "/proxyMode" => Response::new(200, "text/plain; charset=utf-8", self.mode.to_string()),
             "/configz" => Response::new(200, "application/json", self.configz.clone()),
             // The generic healthz handler upstream installs: no checks, so always "ok".
             "/healthz" => Response::new(200, "text/plain; charset=utf-8", "ok"),
