@@ -156,8 +156,10 @@ async fn each_mode_exports_its_own_failure_counters() {
 
 #[tokio::test]
 async fn the_metrics_server_serves_proxy_mode_configz_and_healthz() {
-    let mut cfg = KubeProxyConfiguration::default();
-    cfg.mode = "nftables".into();
+    let cfg = KubeProxyConfiguration {
+        mode: "nftables".into(),
+        ..Default::default()
+    };
     let m = Arc::new(Metrics::new(cfg.proxy_mode(), WallClock::new()));
     let addr = serve(&m, &cfg).await;
 
