@@ -172,8 +172,26 @@ async fn the_metrics_server_serves_proxy_mode_configz_and_healthz() {
     assert_eq!(r.header("content-type"), Some("application/json"));
     let v: Value = serde_json::from_str(&r.body).unwrap();
     let c = &v["kubeproxy.config.k8s.io"];
-    assert_eq!(c["mode"], json!("nftables"));
-    assert_eq!(c["metricsBindAddress"], json!(cfg.metrics_bind_address));
+    // Upstream serves its internal type: Go field names, in declaration order.
+    assert!(
+        r.body
+            .starts_with(r#"{"kubeproxy.config.k8s.io":{"Linux":{"Conntrack":{"MaxPerCore":"#),
+        "{}",
+        r.body
+    );
+    assert_eq!(c["Mode"], json!("nftables"));
+    assert_eq!(c["MetricsBindAddress"], json!(cfg.metrics_bind_address));
+    assert_eq!(
+        c["SyncPeriod"],
+        json!("30s"),
+        "the selected mode's syncPeriod"
+    );
+    assert_eq!(
+        c["FeatureGates"],
+        Value::Null,
+        "Go writes a nil map as null"
+    );
+    assert_eq!(c["Linux"]["MasqueradeAll"], json!(false));
 
     let r = get(addr, "/healthz").await.unwrap();
     assert_eq!((r.status, r.body.as_str()), (200, "ok"));
@@ -183,11 +201,13 @@ async fn the_metrics_server_serves_proxy_mode_configz_and_healthz() {
 #[test]
 fn openmetrics_counters_and_bounds_are_rewritten_to_the_prometheus_text_format() {
     let om = "# HELP a_total_x Help.\n# TYPE a_total_x counter\na_total_x_total 1\n\
-              # HELP h H.\n# TYPE h histogram\nh_bucket{le=\"1.0\"} 0\nh_bucket{le=\"+Inf\"} 0\n# EOF\n";
+              # HELP h H.\n# TYPE h histogram\nh_sum 0.0\nh_count 0\n\
+              h_bucket{le=\"1.0\"} 0\nh_bucket{le=\"+Inf\"} 0\n# EOF\n";
     assert_eq!(
         to_prometheus_text(om),
         "# HELP a_total_x_total Help.\n# TYPE a_total_x_total counter\na_total_x_total 1\n\
-         # HELP h H.\n# TYPE h histogram\nh_bucket{le=\"1\"} 0\nh_bucket{le=\"+Inf\"} 0\n"
+         # HELP h H.\n# TYPE h histogram\nh_bucket{le=\"1\"} 0\nh_bucket{le=\"+Inf\"} 0\n\
+         h_sum 0.0\nh_count 0\n"
     );
 }
 

@@ -95,11 +95,8 @@ async fn answer(mut stream: TcpStream, handler: Handler) {
     else {
         return;
     };
-    let resp = if req.method == "GET" || req.method == "HEAD" {
-        handler(&req)
-    } else {
-        Response::new(405, "text/plain; charset=utf-8", "Method Not Allowed\n")
-    };
+    // Like upstream's handlers, every method gets the same answer.
+    let resp = handler(&req);
     let _ = stream.write_all(&encode(&resp, req.method == "HEAD")).await;
     let _ = stream.shutdown().await;
 }
@@ -158,7 +155,6 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         404 => "Not Found",
-        405 => "Method Not Allowed",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "",

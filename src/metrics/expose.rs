@@ -183,7 +183,8 @@ impl Collector for Collect {
 
 /// Converts prometheus-client's OpenMetrics text to the Prometheus text format (0.0.4) that
 /// upstream serves: counter families are named with their `_total` suffix, bucket bounds are
-/// written the way Go writes them (`1`, not `1.0`), and there is no `# EOF`.
+/// written the way Go writes them (`1`, not `1.0`), a histogram's `_sum` and `_count` follow
+/// its buckets, and there is no `# EOF`.
 pub fn to_prometheus_text(openmetrics: &str) -> String {
     let counters: std::collections::BTreeSet<&str> = openmetrics
         .lines()
@@ -191,6 +192,8 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
         .filter_map(|l| l.strip_suffix(" counter"))
         .collect();
     let mut out = String::with_capacity(openmetrics.len());
+    let mut histogram: Option<&str> = None;
+    let mut held = Vec::new();
     for line in openmetrics.lines() {
         if line == "# EOF" {
             continue;
@@ -200,7 +203,9 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
             .map(|r| ("HELP", r))
             .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("TYPE", r)))
         {
+            out.extend(held.drain(..));
             let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            histogram = (kind == "TYPE" && tail == "histogram").then_some(name);
             let suffix = if counters.contains(name) {
                 "_total"
             } else {
@@ -209,9 +214,18 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
             out.push_str(&format!("# {kind} {name}{suffix} {tail}\n"));
             continue;
         }
-        out.push_str(&go_le(line));
-        out.push('\n');
+        let summary = histogram.is_some_and(|h| {
+            line.strip_prefix(h)
+                .is_some_and(|r| r.starts_with("_sum") || r.starts_with("_count"))
+        });
+        if summary {
+            held.push(format!("{line}\n"));
+        } else {
+            out.push_str(&go_le(line));
+            out.push('\n');
+        }
     }
+    out.extend(held.drain(..));
     out
 }
 

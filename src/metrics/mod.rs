@@ -1,6 +1,7 @@
 //! kube-proxy's metrics (subsystem `kubeproxy`) with upstream's names, types, help text and
 //! buckets, plus kproxy's own (`kproxy_*`). The agent feeds them; `server` exposes them.
 
+pub mod configz;
 mod expose;
 mod server;
 

@@ -11,9 +11,6 @@ use crate::{
     health::http::{Handler, Request, Response},
 };
 
-/// The group configz files the configuration under, as upstream registers it.
-const CONFIGZ_GROUP: &str = "kubeproxy.config.k8s.io";
-
 pub struct MetricsServer {
     registry: Registry,
     mode: ProxyMode,
@@ -22,8 +19,7 @@ pub struct MetricsServer {
 
 impl MetricsServer {
     pub fn new(metrics: &Arc<Metrics>, config: &KubeProxyConfiguration) -> Self {
-        let configz = serde_json::to_string(&serde_json::json!({ CONFIGZ_GROUP: config }))
-            .expect("configuration serializes");
+        let configz = super::configz::configz(config);
         Self {
             registry: metrics.registry(),
             mode: metrics.mode,
