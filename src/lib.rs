@@ -6,6 +6,8 @@ pub mod cli;
 pub mod config;
 pub mod debug;
 pub mod desired;
+pub mod health;
+pub mod metrics;
 pub mod options;
 pub mod source;
 pub mod tracker;

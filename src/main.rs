@@ -1,6 +1,6 @@
 //! The `kproxy` binary: flags and config at the edge, then the agent or a debug command.
 
-use std::{io::Write, path::Path};
+use std::{io::Write, path::Path, sync::Arc};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -8,7 +8,10 @@ use kproxy::{
     agent,
     cli::{Cli, Command, DebugCommand, DumpArgs, OutputFormat, ProxyFlags},
     config::KubeProxyConfiguration,
-    debug, options,
+    debug,
+    health::{self, ProxyHealth, WallClock, service::ServiceHealthServer},
+    metrics::{Metrics, MetricsServer, run_metrics_server},
+    options,
     source::{
         api::{
             self,
@@ -19,6 +22,7 @@ use kproxy::{
     tracker::Tracker,
 };
 use kproxy_modes::{Mode, model::DesiredState};
+use tokio::task::JoinSet;
 
 fn main() {
     let cli = Cli::parse();
@@ -87,12 +91,60 @@ fn run(cli: Cli) -> Result<()> {
                         tokio::spawn(api::watch_all(client, node, tx))
                     }
                 };
-                agent::run(Tracker::new(opts), rx, mode, periods, shutdown_signal()).await;
+                let (observer, mut servers) = observability(&cfg, &opts.node_name, periods);
+                let agent = agent::run_observed(
+                    Tracker::new(opts),
+                    rx,
+                    mode,
+                    periods,
+                    shutdown_signal(),
+                    observer,
+                );
+                // A server ends only when it cannot bind and bindAddressHardFail is set: then
+                // kproxy exits, as upstream does.
+                let result = tokio::select! {
+                    _ = agent => Ok(()),
+                    Some(Ok(Err(e))) = servers.join_next() => Err(e).context("bindAddressHardFail"),
+                };
                 source.abort();
-                Ok(())
+                result
             })
         }
     }
+}
+
+/// Proxy health, metrics and Service health checks, and the tasks serving the first two.
+fn observability(
+    cfg: &KubeProxyConfiguration,
+    node_name: &str,
+    periods: agent::Periods,
+) -> (agent::Observer, JoinSet<std::io::Result<()>>) {
+    let clock = WallClock::new();
+    // Upstream's healthTimeout.
+    let health = Arc::new(ProxyHealth::new(2 * periods.sync, clock));
+    let services = ServiceHealthServer::new(node_name, health.clone());
+    let metrics = Arc::new(
+        Metrics::new(cfg.proxy_mode(), clock)
+            .with_health(health.clone())
+            .with_healthcheck_failures(services.failure_counter()),
+    );
+    let hard_fail = cfg.bind_address_hard_fail;
+    let mut servers = JoinSet::new();
+    if !cfg.healthz_bind_address.is_empty() {
+        let addr = cfg.healthz_bind_address.clone();
+        servers.spawn(health::run_proxy_health_server(
+            addr,
+            health.clone(),
+            hard_fail,
+        ));
+    }
+    if !cfg.metrics_bind_address.is_empty() {
+        let server = MetricsServer::new(&metrics, cfg);
+        let addr = cfg.metrics_bind_address.clone();
+        servers.spawn(run_metrics_server(addr, server, hard_fail));
+    }
+    let observer = agent::Observer::new(Some(health), Some(metrics), Some(services));
+    (observer, servers)
 }
 
 /// The data plane for the configured mode.

@@ -15,6 +15,9 @@ use tracing::{error, info, warn};
 
 use crate::{source::Event, tracker::Tracker};
 
+pub mod observe;
+pub use observe::Observer;
+
 /// Upstream's nftables proxier forces a full sync at least this often.
 const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
 const MAX_RETRY: Duration = Duration::from_secs(30);
@@ -27,11 +30,32 @@ pub struct Periods {
 
 /// Runs until the event channel closes or `shutdown` resolves.
 pub async fn run(
+    tracker: Tracker,
+    events: mpsc::Receiver<Event>,
+    mode: Box<dyn Mode + Send>,
+    periods: Periods,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    run_observed(
+        tracker,
+        events,
+        mode,
+        periods,
+        shutdown,
+        Observer::default(),
+    )
+    .await;
+}
+
+/// [`run`], reporting queued changes, syncs and programmed states to `observer` (health,
+/// metrics, Service health checks).
+pub async fn run_observed(
     mut tracker: Tracker,
     mut events: mpsc::Receiver<Event>,
     mut mode: Box<dyn Mode + Send>,
     periods: Periods,
     shutdown: impl std::future::Future<Output = ()>,
+    mut observer: Observer,
 ) {
     tokio::pin!(shutdown);
     let mut pending = ChangeSet::default();
@@ -50,13 +74,16 @@ pub async fn run(
         tokio::select! {
             ev = events.recv() => match ev {
                 Some(ev) => {
+                    observer.event(&ev);
                     tracker.apply(ev);
                     while let Ok(more) = events.try_recv() {
+                        observer.event(&more);
                         tracker.apply(more);
                     }
+                    observer.queued(&tracker);
                     wanted = true;
                 }
-                None => return,
+                None => break,
             },
             _ = sleep_until(due) => {
                 wanted = false;
@@ -64,6 +91,7 @@ pub async fn run(
                     next_periodic = Instant::now() + periods.sync;
                     continue;
                 };
+                observer.taken(state);
                 pending.merge(changes);
                 if last_full.elapsed() >= FULL_SYNC_PERIOD {
                     pending.full = true;
@@ -71,6 +99,7 @@ pub async fn run(
                 let started = Instant::now();
                 let full = pending.full;
                 let result = blocking(|| mode.sync(state, &pending));
+                let took = started.elapsed();
                 not_before = Instant::now() + periods.min_sync;
                 next_periodic = Instant::now() + periods.sync;
                 match result {
@@ -79,10 +108,12 @@ pub async fn run(
                         if full {
                             last_full = Instant::now();
                         }
-                        log_sync(&stats, started.elapsed(), &mut synced_once);
+                        log_sync(&stats, took, &mut synced_once);
                         pending = ChangeSet::default();
+                        observer.synced(state, full, took).await;
                     }
                     Err(e) => {
+                        observer.failed(full, took);
                         failures += 1;
                         let retry = retry_delay(failures, periods.min_sync);
                         error!(error = %e, retry_in = ?retry, "sync failed; the next sync is a full one");
@@ -94,10 +125,11 @@ pub async fn run(
             },
             _ = &mut shutdown => {
                 info!("shutting down; programmed rules stay in place");
-                return;
+                break;
             }
         }
     }
+    observer.shutdown().await;
 }
 
 /// Mode syncs block (they run `nft` and the like); on a multi-threaded runtime, let other tasks

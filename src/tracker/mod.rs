@@ -70,6 +70,11 @@ impl Tracker {
             .all(|k| self.synced.contains(k))
     }
 
+    /// This node's Node object, if listed (read by proxy health for node eligibility).
+    pub fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
+    }
+
     pub fn apply(&mut self, event: Event) {
         match event {
             Event::Apply(obj) => self.upsert(obj),

@@ -5,6 +5,8 @@ use k8s_openapi::api::{
     core::v1::{Node, Service},
     discovery::v1::EndpointSlice,
 };
+pub mod http_client;
+
 use kproxy::desired::{self, ProxyOptions};
 use kproxy_modes::model::{DesiredState, IpFamily, ServicePort};
 use serde_json::{Value, json};

@@ -1,0 +1,198 @@
+//! The agent feeding proxy health and metrics, on paused tokio time: queued changes, failed and
+//! successful syncs, node eligibility and network programming latency.
+
+mod support;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use kproxy::{
+    agent::{self, Observer, Periods, observe::TRIGGER_TIME_ANNOTATION},
+    config::{KubeProxyConfiguration, ProxyMode},
+    health::{ProxyHealth, WallClock, clock::rfc3339_nano, http::Request, serve_proxy_health},
+    metrics::{Metrics, MetricsServer},
+    source::{Event, Kind, Object},
+    tracker::Tracker,
+};
+use kproxy_modes::{
+    Mode, ModeError, SyncStats,
+    model::{ChangeSet, DesiredState},
+};
+use serde_json::{Value, json};
+use support::*;
+use tokio::sync::mpsc;
+
+/// A mode that fails while `failing` is set.
+#[derive(Clone, Default)]
+struct Flaky {
+    failing: Arc<Mutex<bool>>,
+    syncs: Arc<Mutex<u32>>,
+}
+
+impl Mode for Flaky {
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+    fn sync(&mut self, _: &DesiredState, changes: &ChangeSet) -> Result<SyncStats, ModeError> {
+        *self.syncs.lock().unwrap() += 1;
+        if *self.failing.lock().unwrap() {
+            return Err(ModeError::Apply {
+                mode: "flaky",
+                message: "injected".into(),
+            });
+        }
+        Ok(SyncStats {
+            full: changes.full,
+            ..SyncStats::default()
+        })
+    }
+    fn cleanup(&mut self) -> Result<(), ModeError> {
+        Ok(())
+    }
+}
+
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn get(path: &str) -> Request {
+    Request {
+        method: "GET".into(),
+        path: path.into(),
+        headers: vec![],
+    }
+}
+
+fn healthz(h: &ProxyHealth, path: &str) -> (u16, Value) {
+    let r = serve_proxy_health(h, &get(path));
+    (r.status, serde_json::from_str(&r.body).unwrap())
+}
+
+fn metric(server: &MetricsServer, name: &str) -> f64 {
+    let text = server.handle(&get("/metrics")).body;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+}
+
+fn svc(name: &str, ip: &str) -> Object {
+    Object::Service(Box::new(simple_service(name, json!({"clusterIP": ip}))))
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_agent_reports_queued_changes_syncs_and_node_eligibility() {
+    let mode = Flaky::default();
+    let sync = Duration::from_secs(30);
+    let clock = WallClock::new();
+    let health = Arc::new(ProxyHealth::new(2 * sync, clock));
+    let metrics = Arc::new(Metrics::new(ProxyMode::Nftables, clock).with_health(health.clone()));
+    let server = MetricsServer::new(&metrics, &KubeProxyConfiguration::default());
+    let observer = Observer::new(Some(health.clone()), Some(metrics.clone()), None);
+    let (tx, rx) = mpsc::channel(16);
+    let periods = Periods {
+        sync,
+        min_sync: Duration::from_secs(1),
+    };
+    tokio::spawn(agent::run_observed(
+        Tracker::new(opts()),
+        rx,
+        Box::new(mode.clone()),
+        periods,
+        std::future::pending(),
+        observer,
+    ));
+
+    // An EndpointSlice whose change happened 1 s after kproxy started.
+    let trigger = rfc3339_nano(Some(clock.wall_now() + Duration::from_secs(1)));
+    let mut slice = simple_slice(
+        "a",
+        "a-1",
+        json!([{"addresses": ["10.0.0.1"], "nodeName": NODE}]),
+    );
+    slice.metadata.annotations = Some([(TRIGGER_TIME_ANNOTATION.to_owned(), trigger)].into());
+    tokio::time::advance(Duration::from_secs(3)).await;
+    let own_node = || Object::Node(Box::new(node(NODE, None, &["192.168.0.2"])));
+    for ev in [
+        Event::Replace(Kind::Service, vec![svc("a", "172.30.0.1")]),
+        Event::Replace(
+            Kind::EndpointSlice,
+            vec![Object::EndpointSlice(Box::new(slice))],
+        ),
+        Event::Replace(Kind::Node, vec![own_node()]),
+    ] {
+        tx.send(ev).await.unwrap();
+    }
+    settle().await;
+    assert_eq!(*mode.syncs.lock().unwrap(), 1);
+    let (code, body) = healthz(&health, "/healthz");
+    assert_eq!(code, 200);
+    assert_eq!(body["status"]["IPv4"]["healthy"], json!(true), "{body}");
+    assert_eq!(
+        metric(&server, "kubeproxy_sync_proxy_rules_service_changes_total"),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "kubeproxy_sync_proxy_rules_service_changes_pending"
+        ),
+        0.0
+    );
+    assert!(metric(&server, "kubeproxy_sync_proxy_rules_last_timestamp_seconds") > 0.0);
+    assert_eq!(
+        metric(
+            &server,
+            "kubeproxy_network_programming_duration_seconds_bucket{le=\"2\"}"
+        ),
+        1.0,
+        "programmed 2 s after the trigger"
+    );
+
+    // The data plane starts failing: the queued change stays unapplied past 2 x syncPeriod.
+    *mode.failing.lock().unwrap() = true;
+    tx.send(Event::Apply(svc("b", "172.30.0.2"))).await.unwrap();
+    settle().await;
+    assert_eq!(
+        metric(
+            &server,
+            "kubeproxy_sync_proxy_rules_service_changes_pending"
+        ),
+        1.0
+    );
+    tokio::time::advance(Duration::from_secs(59)).await;
+    settle().await;
+    assert_eq!(healthz(&health, "/livez").0, 200, "59 s: not late yet");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    settle().await;
+    assert!(*mode.syncs.lock().unwrap() > 2, "failed syncs were retried");
+    assert_eq!(healthz(&health, "/livez").0, 503);
+    assert_eq!(healthz(&health, "/healthz").0, 503);
+    assert!(
+        metric(
+            &server,
+            "kubeproxy_sync_proxy_rules_nftables_sync_failures_total"
+        ) >= 1.0
+    );
+
+    // It recovers at the next retry (at most 30 s away).
+    *mode.failing.lock().unwrap() = false;
+    tokio::time::advance(Duration::from_secs(31)).await;
+    settle().await;
+    assert_eq!(healthz(&health, "/livez").0, 200);
+
+    // The own Node is marked for deletion: /healthz fails, /livez does not.
+    let mut n = node(NODE, None, &["192.168.0.2"]);
+    n.metadata.deletion_timestamp =
+        Some(serde_json::from_value(json!("2024-01-01T00:00:00Z")).unwrap());
+    tx.send(Event::Apply(Object::Node(Box::new(n))))
+        .await
+        .unwrap();
+    settle().await;
+    let (code, body) = healthz(&health, "/healthz");
+    assert_eq!((code, &body["nodeEligible"]), (503, &json!(false)));
+    assert_eq!(healthz(&health, "/livez").0, 200);
+}
