@@ -132,7 +132,13 @@ impl Agent {
     }
 
     /// Writes `config` as `dir/config.yaml`; the manifests are the caller's, in `dir/manifests`.
-    pub fn new(bin: &Path, mode: &str, dir: &Path, node_name: &str, config: &Value) -> Result<Agent> {
+    pub fn new(
+        bin: &Path,
+        mode: &str,
+        dir: &Path,
+        node_name: &str,
+        config: &Value,
+    ) -> Result<Agent> {
         std::fs::create_dir_all(dir)?;
         write_atomically(&dir.join("config.yaml"), &serde_saphyr::to_string(config)?)?;
         Ok(Agent {

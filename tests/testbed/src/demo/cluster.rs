@@ -57,8 +57,16 @@ pub fn read_objects(dir: &Path) -> Result<Vec<(String, Value)>> {
         let text = std::fs::read_to_string(&f)?;
         let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
             .with_context(|| format!("parsing {}", f.display()))?;
-        let name = f.file_name().unwrap_or_default().to_string_lossy().to_string();
-        out.extend(docs.into_iter().filter(|d| d.is_object()).map(|d| (name.clone(), d)));
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        out.extend(
+            docs.into_iter()
+                .filter(|d| d.is_object())
+                .map(|d| (name.clone(), d)),
+        );
     }
     Ok(out)
 }
@@ -77,7 +85,11 @@ fn ips(v: &Value) -> Vec<IpAddr> {
 
 fn id(obj: &Value) -> String {
     let m = &obj["metadata"];
-    format!("{}/{}", m["namespace"].as_str().unwrap_or("default"), str_of(m, "name"))
+    format!(
+        "{}/{}",
+        m["namespace"].as_str().unwrap_or("default"),
+        str_of(m, "name")
+    )
 }
 
 impl Cluster {
@@ -113,7 +125,9 @@ impl Cluster {
                     Ok(SvcPort {
                         name: str_of(p, "name").to_string(),
                         proto: Proto::parse(p["protocol"].as_str().unwrap_or("TCP"))?,
-                        port: p["port"].as_u64().ok_or_else(|| anyhow!("port without number"))?
+                        port: p["port"]
+                            .as_u64()
+                            .ok_or_else(|| anyhow!("port without number"))?
                             as u16,
                         node_port: p["nodePort"].as_u64().map(|n| n as u16),
                     })
@@ -185,13 +199,25 @@ mod tests {
         assert_eq!(web.cluster_ips, [ip("10.96.0.20")]);
         assert_eq!(web.ports.len(), 2);
         assert!(web.endpoints.contains(&ip("10.244.2.10")));
-        let ingress = c.services.iter().find(|s| s.id == "ingress/ingress").unwrap();
+        let ingress = c
+            .services
+            .iter()
+            .find(|s| s.id == "ingress/ingress")
+            .unwrap();
         assert!(ingress.etp_local);
         assert_eq!(ingress.lb_ips, [ip("192.168.60.11")]);
         assert_eq!(ingress.ports[0].node_port, Some(30443));
-        assert!(c.services.iter().all(|s| s.id != "shop/db" && s.id != "shop/payments"));
+        assert!(
+            c.services
+                .iter()
+                .all(|s| s.id != "shop/db" && s.id != "shop/payments")
+        );
         assert!(c.hosts[&ip("10.244.1.53")].local);
-        assert!(c.hosts[&ip("10.244.1.53")].ports.contains(&(Proto::Udp, 53)));
+        assert!(
+            c.hosts[&ip("10.244.1.53")]
+                .ports
+                .contains(&(Proto::Udp, 53))
+        );
         assert!(!c.hosts[&ip("fd00:244:2::70")].local);
     }
 }

@@ -59,7 +59,10 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<bool> {
     let mut agent = Agent::new(&opts.kproxy_bin, &opts.mode, &work.0, NODE, &config)?;
     let cidrs: Vec<String> = SERVICE_CIDRS.iter().map(|s| s.to_string()).collect();
     let cidr_file = manifests.join("01-service-cidr.yaml");
-    agent::write_atomically(&cidr_file, &serde_saphyr::to_string(&agent::service_cidr_object(&cidrs))?)?;
+    agent::write_atomically(
+        &cidr_file,
+        &serde_saphyr::to_string(&agent::service_cidr_object(&cidrs))?,
+    )?;
 
     let mut failed = Vec::new();
     let mut step = |n: u32, r: Result<()>, out: &mut dyn Write| -> Result<bool> {
@@ -75,7 +78,11 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<bool> {
         Ok(failed.is_empty())
     };
 
-    writeln!(out, "== 1. test bed and kproxy --proxy-mode {} ==", opts.mode)?;
+    writeln!(
+        out,
+        "== 1. test bed and kproxy --proxy-mode {} ==",
+        opts.mode
+    )?;
     let clients = Clients {
         pods: vec![ip(CLIENT_V4), ip(CLIENT_V6)],
         external: ip(EXTERNAL),
@@ -98,7 +105,10 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<bool> {
     step(3, r, out)?;
 
     if let Some(bed) = &bed {
-        writeln!(out, "== 4. live update: {UPDATED_SERVICE} scaled to one endpoint ==")?;
+        writeln!(
+            out,
+            "== 4. live update: {UPDATED_SERVICE} scaled to one endpoint =="
+        )?;
         let r = update_step(bed, &cluster, &clients, &manifests, out).await;
         step(4, r, out)?;
     }
@@ -136,7 +146,9 @@ async fn start(
     agent: &mut Agent,
     out: &mut dyn Write,
 ) -> Result<TestBed> {
-    let mut bed = TestBed::new(&c.node_ips).await.context("building the test bed")?;
+    let mut bed = TestBed::new(&c.node_ips)
+        .await
+        .context("building the test bed")?;
     let (mut pods, mut remote, mut servers) = (0, 0, 0);
     for (addr, host) in &c.hosts {
         let at = if host.local {
@@ -150,7 +162,8 @@ async fn start(
         };
         for (proto, port) in &host.ports {
             if proto.available() {
-                bed.serve(at, *proto, SocketAddr::new(*addr, *port), None).await?;
+                bed.serve(at, *proto, SocketAddr::new(*addr, *port), None)
+                    .await?;
                 servers += 1;
             }
         }
@@ -166,8 +179,18 @@ async fn start(
         node_ips.join(", ")
     )?;
     let cl: Vec<String> = clients.pods.iter().map(IpAddr::to_string).collect();
-    writeln!(out, "clients: pods {}, external {}", cl.join(", "), clients.external)?;
-    writeln!(out, "starting {} (waiting for \"{}\")", agent.bin.display(), agent::READY_LINE)?;
+    writeln!(
+        out,
+        "clients: pods {}, external {}",
+        cl.join(", "),
+        clients.external
+    )?;
+    writeln!(
+        out,
+        "starting {} (waiting for \"{}\")",
+        agent.bin.display(),
+        agent::READY_LINE
+    )?;
     out.flush()?;
     agent.start(&bed.node).await?;
     writeln!(out, "kproxy is ready")?;
@@ -185,15 +208,32 @@ async fn traffic_step(
     for t in traffic::targets(c, clients) {
         results.push(traffic::run_target(bed, &t, &node_addrs).await?);
     }
-    let header = ["SERVICE", "FROM", "TO", "ANSWERED BY", "BACKEND SAW", "NOTE"];
+    let header = [
+        "SERVICE",
+        "FROM",
+        "TO",
+        "ANSWERED BY",
+        "BACKEND SAW",
+        "NOTE",
+    ];
     write!(out, "{}", table::render(&header, &traffic::rows(&results)))?;
     let bad: Vec<&str> = results
         .iter()
         .filter(|r| r.problem.is_some())
         .map(|r| r.target.label.as_str())
         .collect();
-    writeln!(out, "{} of {} targets as expected", results.len() - bad.len(), results.len())?;
-    anyhow::ensure!(bad.is_empty(), "{} target(s) failed: {}", bad.len(), bad.join(", "));
+    writeln!(
+        out,
+        "{} of {} targets as expected",
+        results.len() - bad.len(),
+        results.len()
+    )?;
+    anyhow::ensure!(
+        bad.is_empty(),
+        "{} target(s) failed: {}",
+        bad.len(),
+        bad.join(", ")
+    );
     Ok(())
 }
 
@@ -231,13 +271,25 @@ async fn update_step(
     let before = update::sample(bed, t.proto, t.from, t.to, update::CONFIRM).await?;
     let removed = update::scale_to_one(manifests, UPDATED_SERVICE)?;
     let gone: Vec<String> = removed.iter().map(IpAddr::to_string).collect();
-    writeln!(out, "removed endpoint(s) {} from the EndpointSlice file", gone.join(", "))?;
+    writeln!(
+        out,
+        "removed endpoint(s) {} from the EndpointSlice file",
+        gone.join(", ")
+    )?;
     out.flush()?;
     let (after, took) = update::wait_for_update(bed, t.proto, t.from, t.to, &removed).await?;
     let rows = vec![
         vec!["before".into(), t.to.to_string(), update::describe(&before)],
-        vec![format!("after ({:.1} s)", took.as_secs_f64()), t.to.to_string(), update::describe(&after)],
+        vec![
+            format!("after ({:.1} s)", took.as_secs_f64()),
+            t.to.to_string(),
+            update::describe(&after),
+        ],
     ];
-    write!(out, "{}", table::render(&["WHEN", "TO", "ANSWERED BY"], &rows))?;
+    write!(
+        out,
+        "{}",
+        table::render(&["WHEN", "TO", "ANSWERED BY"], &rows)
+    )?;
     Ok(())
 }

@@ -52,7 +52,11 @@ fn same_family(a: IpAddr, b: IpAddr) -> bool {
 pub fn targets(c: &Cluster, clients: &Clients) -> Vec<Target> {
     let mut out = Vec::new();
     for svc in &c.services {
-        let attempts = if svc.affinity { STICKY_ATTEMPTS } else { ATTEMPTS };
+        let attempts = if svc.affinity {
+            STICKY_ATTEMPTS
+        } else {
+            ATTEMPTS
+        };
         for p in &svc.ports {
             let mut add = |path, from, to: SocketAddr| {
                 out.push(Target {
@@ -175,7 +179,10 @@ fn note(
         parts.push("some masqueraded".to_string());
     }
     if t.svc.affinity {
-        parts.push(format!("sticky: {} of {} to one endpoint", t.attempts, t.attempts));
+        parts.push(format!(
+            "sticky: {} of {} to one endpoint",
+            t.attempts, t.attempts
+        ));
     } else if backends > 1 {
         parts.push(format!("spread over {backends}"));
     }

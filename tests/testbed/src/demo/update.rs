@@ -17,8 +17,9 @@ use std::time::Duration;
 
 pub const UPDATE_DEADLINE: Duration = Duration::from_secs(15);
 /// Consecutive probes that must all avoid the removed endpoints before the update counts as seen:
-/// with two endpoints left at random, eight in a row by chance alone happen once in 256 runs.
-pub const CONFIRM: usize = 8;
+/// were the change not applied yet, twelve in a row from the kept one of two endpoints would
+/// happen by chance once in 4096 runs.
+pub const CONFIRM: usize = 12;
 
 /// Removes every endpoint but the first from `svc_id`'s (`namespace/name`) EndpointSlice in `dir`;
 /// returns the addresses removed.
@@ -38,9 +39,13 @@ pub fn scale_to_one(dir: &Path, svc_id: &str) -> Result<Vec<IpAddr>> {
                 && m["labels"]["kubernetes.io/service-name"] == name;
             if let (true, Some(eps)) = (ours, d["endpoints"].as_array_mut()) {
                 for ep in eps.drain(1.min(eps.len())..) {
-                    removed.extend(ep["addresses"].as_array().into_iter().flatten().filter_map(
-                        |a| a.as_str().and_then(|s| s.parse::<IpAddr>().ok()),
-                    ));
+                    removed.extend(
+                        ep["addresses"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|a| a.as_str().and_then(|s| s.parse::<IpAddr>().ok())),
+                    );
                 }
             }
         }
@@ -50,7 +55,10 @@ pub fn scale_to_one(dir: &Path, svc_id: &str) -> Result<Vec<IpAddr>> {
             return Ok(removed);
         }
     }
-    bail!("no EndpointSlice of {svc_id} with more than one endpoint in {}", dir.display())
+    bail!(
+        "no EndpointSlice of {svc_id} with more than one endpoint in {}",
+        dir.display()
+    )
 }
 
 /// Counts of who answered `n` fresh connections (conntrack flushed before each).
