@@ -2,6 +2,9 @@
 //! nftables rules for the example cluster and follows the demo's EndpointSlice change, so the
 //! bed, probe, table, dump, update and cleanup paths all run for real. As root.
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -25,6 +28,11 @@ fn real_kproxy() -> Option<PathBuf> {
 
 /// Runs kproxy-demo; checks it left none of its namespaces (named after its pid) or files behind.
 fn run(env: &[(&str, &str)]) -> Run {
+    run_until(env, None)
+}
+
+/// Like [`run`], but with `interrupt_at`, sends SIGINT (a Ctrl-C) once a stdout line starts so.
+fn run_until(env: &[(&str, &str)], interrupt_at: Option<&str>) -> Run {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kproxy-demo"));
     cmd.arg("--examples")
@@ -36,8 +44,21 @@ fn run(env: &[(&str, &str)]) -> Run {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().expect("starting kproxy-demo");
+    let mut child = cmd.spawn().expect("starting kproxy-demo");
     let prefix = format!("{}{}x", kproxy_testbed::netns::DEFAULT_PREFIX, child.id());
+    let mut early = String::new();
+    if let Some(at) = interrupt_at {
+        let mut r = BufReader::new(child.stdout.take().expect("piped"));
+        // Reading blocks until the line comes (or stdout closes): no guessing of delays.
+        while r.read_line(&mut early).unwrap_or(0) > 0 {
+            if early.lines().last().is_some_and(|l| l.starts_with(at)) {
+                let pid = Pid::from_raw(child.id() as i32);
+                kill(pid, Signal::SIGINT).expect("SIGINT");
+                break;
+            }
+        }
+        r.read_to_string(&mut early).expect("reading stdout");
+    }
     let out = child.wait_with_output().expect("running kproxy-demo");
     let names = |dir: &Path| -> Vec<String> {
         std::fs::read_dir(dir)
@@ -54,7 +75,7 @@ fn run(env: &[(&str, &str)]) -> Run {
     let files = names(&std::env::temp_dir());
     assert!(files.is_empty(), "work files left behind: {files:?}");
     Run {
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stdout: early + &String::from_utf8_lossy(&out.stdout),
         stderr: String::from_utf8_lossy(&out.stderr).to_string(),
         code: out.status.code(),
     }
@@ -146,4 +167,17 @@ fn demo_fails_clearly_when_kproxy_does_not_start() {
     assert!(out.contains("demo-kproxy: failing on purpose"), "{ctx}");
     assert!(out.contains("\nstep 3: ok\n") && !out.contains("== 2.") && !out.contains("== 4."));
     assert_eq!(out.lines().last(), Some("demo: FAILED (steps 1)"), "{ctx}");
+}
+
+#[test]
+fn demo_cleans_up_on_ctrl_c() {
+    // The stand-in ignores the change, so the demo is still waiting in step 4 when interrupted.
+    let r = run_until(&[("DEMO_STANDIN_STATIC", "1")], Some("removed endpoint(s)"));
+    let ctx = format!("stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, Some(130), "{ctx}");
+    assert!(
+        r.stderr.contains("kproxy-demo: interrupted; cleaned up"),
+        "{ctx}"
+    );
+    assert!(!r.stdout.contains("step 4:"), "{ctx}");
 }

@@ -94,13 +94,18 @@ pub async fn wait_for_update(
     let start = tokio::time::Instant::now();
     let mut streak = BTreeMap::new();
     let mut in_a_row = 0;
+    let (mut probes, mut stale_answers, mut last_stale) = (0, 0, String::new());
     loop {
         let got = sample(bed, proto, from, to, 1).await?;
         let by = got.keys().next().cloned().unwrap_or_default();
+        probes += 1;
+        // A non-answer (e.g. while rules are replaced) does not count as the update either.
         let stale = answer_ip(&by).is_none_or(|ip| removed.contains(&ip));
         if stale {
             streak.clear();
             in_a_row = 0;
+            stale_answers += 1;
+            last_stale = by;
         } else {
             *streak.entry(by.clone()).or_insert(0) += 1;
             in_a_row += 1;
@@ -110,7 +115,8 @@ pub async fn wait_for_update(
         }
         if start.elapsed() > UPDATE_DEADLINE {
             bail!(
-                "traffic still reached a removed endpoint (last: {by}) {UPDATE_DEADLINE:?} after the change"
+                "{UPDATE_DEADLINE:?} after the change, {stale_answers} of {probes} probes still \
+                 went to removed endpoints or got no answer (last: {last_stale})"
             );
         }
     }
