@@ -27,6 +27,8 @@ pub struct Svc {
     pub affinity: bool,
     /// Every address in the Service's slices: an answer from anything else is wrong.
     pub endpoints: BTreeSet<IpAddr>,
+    /// Those on this node (the only ones outside traffic may reach under eTP=Local).
+    pub local_endpoints: BTreeSet<IpAddr>,
 }
 
 /// An endpoint address: on this node (a pod) or not (the bed's remote node), and what it serves.
@@ -148,6 +150,7 @@ impl Cluster {
                 etp_local: str_of(spec, "externalTrafficPolicy") == "Local",
                 affinity: str_of(spec, "sessionAffinity") == "ClientIP",
                 endpoints: BTreeSet::new(),
+                local_endpoints: BTreeSet::new(),
             });
         }
 
@@ -173,6 +176,9 @@ impl Cluster {
                     h.ports.extend(ports.iter().copied());
                     if let Some(s) = services.iter_mut().find(|s| s.id == svc_id) {
                         s.endpoints.insert(ip);
+                        if local {
+                            s.local_endpoints.insert(ip);
+                        }
                     }
                 }
             }

@@ -144,6 +144,19 @@ pub fn summarize(t: &Target, outcomes: &[Outcome], node_addrs: &[IpAddr]) -> Tar
         };
         *seen.entry(key).or_insert(0) += 1;
     }
+    // Outside traffic under eTP=Local must stay on this node and keep its source address.
+    if t.path != Path::ClusterIp && t.svc.etp_local {
+        let remote = backends
+            .iter()
+            .filter_map(|b| answer_ip(b))
+            .find(|ip| !t.svc.local_endpoints.contains(ip));
+        if let Some(ip) = remote {
+            problem.get_or_insert(format!("eTP=Local but {ip} is not on this node"));
+        }
+        if sources.iter().any(|s| *s != t.from) {
+            problem.get_or_insert("eTP=Local but the client address was not kept".to_string());
+        }
+    }
     if t.svc.affinity && backends.len() > 1 {
         problem.get_or_insert("ClientIP affinity broken: several endpoints".to_string());
     }
@@ -215,4 +228,84 @@ pub fn rows(results: &[TargetResult]) -> Vec<Vec<String>> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn target(path: Path, etp_local: bool, affinity: bool) -> Target {
+        let eps = [ip("10.0.1.1"), ip("10.0.2.1")];
+        Target {
+            label: "ns/s:http".into(),
+            path,
+            from: ip("192.168.0.100"),
+            proto: Proto::Tcp,
+            to: "10.96.0.1:80".parse().unwrap(),
+            attempts: 2,
+            svc: Svc {
+                id: "ns/s".into(),
+                cluster_ips: vec![ip("10.96.0.1")],
+                lb_ips: vec![],
+                ports: vec![],
+                etp_local,
+                affinity,
+                endpoints: eps.into_iter().collect(),
+                local_endpoints: [eps[0]].into_iter().collect(),
+            },
+        }
+    }
+
+    fn answer(by: &str, saw: &str) -> Outcome {
+        Outcome::Answered {
+            by: by.into(),
+            saw_source: ip(saw),
+        }
+    }
+
+    #[test]
+    fn notes_and_problems() {
+        let node = [ip("192.168.0.2")];
+        let spread = [
+            answer("10.0.1.1:80", "192.168.0.2"),
+            answer("10.0.2.1:80", "192.168.0.2"),
+        ];
+        let r = summarize(&target(Path::NodePort, false, false), &spread, &node);
+        assert_eq!(
+            (r.problem.as_deref(), r.note.as_str()),
+            (None, "masqueraded, spread over 2")
+        );
+        assert_eq!(rows(std::slice::from_ref(&r)).len(), 2);
+
+        let r = summarize(&target(Path::NodePort, true, false), &spread, &node);
+        assert!(
+            r.note.starts_with("FAILED: eTP=Local but 10.0.2.1"),
+            "{}",
+            r.note
+        );
+
+        let kept = [
+            answer("10.0.1.1:80", "192.168.0.100"),
+            answer("10.0.1.1:80", "192.168.0.100"),
+        ];
+        let r = summarize(&target(Path::LoadBalancer, true, true), &kept, &node);
+        assert_eq!(
+            r.note,
+            "client IP kept (eTP=Local), sticky: 2 of 2 to one endpoint"
+        );
+        let r = summarize(&target(Path::ClusterIp, false, true), &spread, &node);
+        assert!(r.problem.unwrap().contains("affinity broken"));
+
+        let odd = [answer("10.9.9.9:80", "192.168.0.100"), Outcome::NoAnswer];
+        let r = summarize(&target(Path::ClusterIp, false, false), &odd, &node);
+        assert_eq!(r.problem.unwrap(), "10.9.9.9:80 is no endpoint of ns/s");
+        assert!(
+            r.seen
+                .contains_key(&("no answer".to_string(), "-".to_string()))
+        );
+    }
 }
