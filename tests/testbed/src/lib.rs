@@ -4,6 +4,7 @@
 
 pub mod bed;
 pub mod conformance;
+pub mod demo;
 pub mod link;
 pub mod netns;
 pub mod probe;

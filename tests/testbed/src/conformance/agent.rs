@@ -25,12 +25,8 @@ pub fn write_manifests(dir: &Path, case: &Case, objects: &[Value]) -> Result<()>
     }
     let mut all: Vec<Value> = vec![node_object(case)];
     if let Some(cidrs) = &case.config.service_cidrs {
-        all.push(json!({
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "ServiceCIDR",
-            "metadata": {"name": "kubernetes"},
-            "spec": {"cidrs": cidrs.iter().map(|c| c.to_string()).collect::<Vec<_>>()},
-        }));
+        let cidrs: Vec<String> = cidrs.iter().map(|c| c.to_string()).collect();
+        all.push(service_cidr_object(&cidrs));
     }
     all.extend(objects.iter().cloned());
     for (i, obj) in all.iter().enumerate() {
@@ -46,7 +42,18 @@ pub fn write_manifests(dir: &Path, case: &Case, objects: &[Value]) -> Result<()>
     Ok(())
 }
 
-fn write_atomically(file: &Path, text: &str) -> Result<()> {
+/// The cluster's ServiceCIDR object (what tells kproxy which ranges are Service addresses).
+pub fn service_cidr_object(cidrs: &[String]) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "ServiceCIDR",
+        "metadata": {"name": "kubernetes"},
+        "spec": {"cidrs": cidrs},
+    })
+}
+
+/// Written then renamed, so a watching agent never reads half a file.
+pub fn write_atomically(file: &Path, text: &str) -> Result<()> {
     let tmp = file.with_extension("tmp");
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, file).with_context(|| format!("renaming to {}", file.display()))
@@ -87,18 +94,26 @@ pub fn config(case: &Case, mode: &str) -> Result<Value> {
     if let Some(l) = c.localhost_nodeports {
         iptables["localhostNodePorts"] = json!(l);
     }
-    Ok(json!({
+    let cluster_cidr = c.cluster_cidr.map(|n| n.to_string()).unwrap_or_default();
+    let mut cfg = base_config(mode, &cluster_cidr, healthz, metrics);
+    cfg["nodePortAddresses"] = json!(c.node_port_addresses);
+    cfg["iptables"] = iptables;
+    cfg["nftables"] = nftables;
+    Ok(cfg)
+}
+
+/// What every KubeProxyConfiguration of the bed has: the mode, pod traffic detected by cluster CIDR
+/// (comma-separated, one per family), and healthz/metrics on loopback ports the caller chose.
+pub fn base_config(mode: &str, cluster_cidr: &str, healthz: u16, metrics: u16) -> Value {
+    json!({
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
         "kind": "KubeProxyConfiguration",
         "mode": mode,
-        "clusterCIDR": c.cluster_cidr.map(|n| n.to_string()).unwrap_or_default(),
+        "clusterCIDR": cluster_cidr,
         "detectLocalMode": "ClusterCIDR",
-        "nodePortAddresses": c.node_port_addresses,
         "healthzBindAddress": format!("127.0.0.1:{healthz}"),
         "metricsBindAddress": format!("127.0.0.1:{metrics}"),
-        "iptables": iptables,
-        "nftables": nftables,
-    }))
+    })
 }
 
 /// One scenario's kproxy: its files and, while running, its process.
@@ -113,16 +128,30 @@ pub struct Agent {
 impl Agent {
     /// Writes the configuration file into `dir` (manifests go to `dir/manifests`).
     pub fn prepare(bin: &Path, mode: &str, dir: &Path, case: &Case) -> Result<Agent> {
+        Agent::new(bin, mode, dir, &case.node.name, &config(case, mode)?)
+    }
+
+    /// Writes `config` as `dir/config.yaml`; the manifests are the caller's, in `dir/manifests`.
+    pub fn new(
+        bin: &Path,
+        mode: &str,
+        dir: &Path,
+        node_name: &str,
+        config: &Value,
+    ) -> Result<Agent> {
         std::fs::create_dir_all(dir)?;
-        let cfg = serde_saphyr::to_string(&config(case, mode)?)?;
-        write_atomically(&dir.join("config.yaml"), &cfg)?;
+        write_atomically(&dir.join("config.yaml"), &serde_saphyr::to_string(config)?)?;
         Ok(Agent {
             bin: bin.to_path_buf(),
             mode: mode.to_string(),
             dir: dir.to_path_buf(),
-            node_name: case.node.name.clone(),
+            node_name: node_name.to_string(),
             proc: None,
         })
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.join("config.yaml")
     }
 
     pub fn manifests(&self) -> PathBuf {
@@ -135,7 +164,7 @@ impl Agent {
             "--proxy-mode",
             &self.mode,
             "--config",
-            &self.dir.join("config.yaml").to_string_lossy(),
+            &self.config_file().to_string_lossy(),
             "--manifests",
             &self.manifests().to_string_lossy(),
             "--hostname-override",
