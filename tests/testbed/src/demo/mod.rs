@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use traffic::{Clients, Path as VipPath};
 
 pub const NODE: &str = "node-a";
-pub const CLUSTER_CIDR: &str = "10.244.0.0/16,fd00:244::/48";
+pub const CLUSTER_CIDR: &str = "10.244.0.0/16,fd00:244::/32";
 pub const SERVICE_CIDRS: [&str; 2] = ["10.96.0.0/16", "fd00:96::/112"];
 /// Clients: pods on node-a outside every example endpoint, and the example's external client.
 pub const CLIENT_V4: &str = "10.244.1.200";
