@@ -46,6 +46,10 @@ pub struct DumpArgs {
     pub flags: ProxyFlags,
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+    /// Also show what kproxy's nftables tables in this network namespace hold per Service port,
+    /// and every difference from the desired state (needs root).
+    #[arg(long)]
+    pub kernel: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

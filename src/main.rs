@@ -195,10 +195,23 @@ fn desired_from_manifests(flags: &ProxyFlags) -> Result<DesiredState> {
 
 fn dump(args: &DumpArgs) -> Result<()> {
     let state = desired_from_manifests(&args.flags)?;
-    let text = match args.output {
-        OutputFormat::Table => debug::dump::table(&state),
-        OutputFormat::Json => serde_json::to_string_pretty(&state)? + "\n",
-        OutputFormat::Yaml => serde_saphyr::to_string(&state).context("yaml output")?,
+    let kernel = match args.kernel {
+        true => Some(debug::kernel::inspect(&state).context("reading the kernel's tables")?),
+        false => None,
+    };
+    let text = match (args.output, &kernel) {
+        (OutputFormat::Table, None) => debug::dump::table(&state),
+        (OutputFormat::Table, Some(views)) => {
+            debug::dump::table(&state) + &debug::kernel::table(&state, views)
+        }
+        (OutputFormat::Json, None) => serde_json::to_string_pretty(&state)? + "\n",
+        (OutputFormat::Json, Some(views)) => {
+            serde_json::to_string_pretty(&serde_json::json!({
+                "desired": state,
+                "kernel": debug::kernel::json(views),
+            }))? + "\n"
+        }
+        (OutputFormat::Yaml, _) => serde_saphyr::to_string(&state).context("yaml output")?,
     };
     std::io::stdout().write_all(text.as_bytes())?;
     Ok(())

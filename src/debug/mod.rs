@@ -1,3 +1,4 @@
 //! `kproxy debug ...`: what kproxy sees and would program, for people and tools.
 
 pub mod dump;
+pub mod kernel;

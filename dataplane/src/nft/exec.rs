@@ -69,6 +69,8 @@ pub trait NftClient {
     fn check(&self, tx: &NftTransaction) -> Result<(), NftError>;
     /// The table as `nft list table` prints it (the kernel's view).
     fn list_table(&self, family: Family, table: &str) -> Result<String, NftError>;
+    /// The table as nft's JSON (`nft -j list table`), for programs to read.
+    fn list_table_json(&self, family: Family, table: &str) -> Result<String, NftError>;
 }
 
 /// Runs the `nft` binary, optionally inside a named network namespace (`ip netns exec`).
@@ -172,6 +174,10 @@ impl NftClient for Exec {
 
     fn list_table(&self, family: Family, table: &str) -> Result<String, NftError> {
         self.run_with_stdin(&["list", "table", &family.to_string(), table], "")
+    }
+
+    fn list_table_json(&self, family: Family, table: &str) -> Result<String, NftError> {
+        self.run_with_stdin(&["-j", "list", "table", &family.to_string(), table], "")
     }
 }
 

@@ -5,7 +5,9 @@
 //! compare and what debug output shows.
 
 mod exec;
+mod listing;
 mod transaction;
 
 pub use exec::{Exec, NftClient, NftError, NftErrorKind};
+pub use listing::{Difference, TableListing};
 pub use transaction::{BaseChain, ChainType, Family, Hook, NftTransaction};
