@@ -32,7 +32,9 @@ pub fn max_rss_kib(self_: bool) -> u64 {
     } else {
         UsageWho::RUSAGE_CHILDREN
     };
-    getrusage(who).map(|u| u.max_rss().max(0) as u64).unwrap_or(0)
+    getrusage(who)
+        .map(|u| u.max_rss().max(0) as u64)
+        .unwrap_or(0)
 }
 
 /// The `p`-th percentile (0..=100, nearest rank) of `v`, which it sorts.

@@ -28,6 +28,8 @@ pub struct KproxyRun {
     pub nft_rss_kib: u64,
     /// Single-Service additions (event applied -> commit), in order.
     pub adds_ms: Vec<f64>,
+    /// The tracker's part of each addition (apply + update), in order.
+    pub adds_tracker_ms: Vec<f64>,
     /// True if every addition was a partial sync.
     pub adds_partial: bool,
 }
@@ -81,16 +83,16 @@ pub fn kproxy(services: u32, endpoints: u32, adds: u32) -> Result<KproxyRun> {
 
     // (b): what the agent does when a Service and its slice arrive (without its debounce).
     let mut adds_ms = Vec::new();
+    let mut adds_tracker_ms = Vec::new();
     let mut adds_partial = true;
     for [svc, slice] in extra {
-        let (res, took) = timed(|| -> Result<bool> {
-            tracker.apply(Event::Apply(svc));
-            tracker.apply(Event::Apply(slice));
-            let (state, changes) = tracker.update().context("tracker not ready")?;
-            Ok(mode.sync(state, &changes)?.full)
-        });
-        adds_partial &= !res?;
-        adds_ms.push(ms(took));
+        let sw = Stopwatch::start();
+        tracker.apply(Event::Apply(svc));
+        tracker.apply(Event::Apply(slice));
+        let (state, changes) = tracker.update().context("tracker not ready")?;
+        adds_tracker_ms.push(ms(sw.elapsed()));
+        adds_partial &= !mode.sync(state, &changes)?.full;
+        adds_ms.push(ms(sw.elapsed()));
     }
     // Delete the table now, so the namespace's teardown does no work behind the next run's back.
     mode.cleanup()?;
@@ -100,6 +102,7 @@ pub fn kproxy(services: u32, endpoints: u32, adds: u32) -> Result<KproxyRun> {
         self_rss_kib,
         nft_rss_kib,
         adds_ms,
+        adds_tracker_ms,
         adds_partial,
     })
 }
@@ -123,7 +126,12 @@ fn nft_file(path: &PathBuf, timeout: Duration) -> Result<(bool, Duration)> {
     Ok((true, took))
 }
 
-pub fn upstream(services: u32, endpoints: u32, adds: u32, timeout: Duration) -> Result<UpstreamRun> {
+pub fn upstream(
+    services: u32,
+    endpoints: u32,
+    adds: u32,
+    timeout: Duration,
+) -> Result<UpstreamRun> {
     let _ns = enter_fresh_netns("u")?;
     let dir = std::env::temp_dir();
     let path = dir.join(format!("kpbench-{}.nft", std::process::id()));

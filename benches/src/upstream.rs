@@ -18,7 +18,13 @@ fn skeleton(out: &mut String) {
     let base = [
         ("nat-prerouting", "nat", "prerouting", -100, "jump services"),
         ("nat-output", "nat", "output", -100, "jump services"),
-        ("nat-postrouting", "nat", "postrouting", 100, "jump masquerading"),
+        (
+            "nat-postrouting",
+            "nat",
+            "postrouting",
+            100,
+            "jump masquerading",
+        ),
         (
             "filter-forward",
             "filter",
@@ -34,7 +40,11 @@ fn skeleton(out: &mut String) {
             "ct state new jump service-endpoints-check",
         ),
     ];
-    writeln!(out, "add table {T} {{ comment \"rules for kube-proxy\" ; }}").unwrap();
+    writeln!(
+        out,
+        "add table {T} {{ comment \"rules for kube-proxy\" ; }}"
+    )
+    .unwrap();
     for (name, kind, hook, prio, _) in base {
         writeln!(
             out,
@@ -53,7 +63,10 @@ fn skeleton(out: &mut String) {
     }
     for (name, ty) in [
         ("cluster-ips", "ipv4_addr"),
-        ("service-ips", "ipv4_addr . inet_proto . inet_service : verdict"),
+        (
+            "service-ips",
+            "ipv4_addr . inet_proto . inet_service : verdict",
+        ),
         ("service-nodeports", "inet_proto . inet_service : verdict"),
         (
             "no-endpoint-services",
@@ -82,9 +95,9 @@ fn skeleton(out: &mut String) {
 
 /// An 8-character hash prefix, as upstream's chain names carry (theirs is base32 of SHA-256).
 fn hash(s: &str) -> String {
-    let h = s
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let h = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
     format!("{:08X}", h as u32)
 }
 
@@ -111,7 +124,11 @@ pub fn service(out: &mut String, i: u32, endpoints: u32) {
         .unwrap();
         vmap.push(format!("{e} : goto {chain}"));
     }
-    writeln!(out, "add chain {T} {svc_chain}\nflush chain {T} {svc_chain}").unwrap();
+    writeln!(
+        out,
+        "add chain {T} {svc_chain}\nflush chain {T} {svc_chain}"
+    )
+    .unwrap();
     writeln!(
         out,
         "add rule {T} {svc_chain} ip daddr {vip} tcp dport 80 ip saddr != {CLUSTER_CIDR} jump mark-for-masquerade"
