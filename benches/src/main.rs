@@ -53,7 +53,7 @@ enum Cmd {
     Connect {
         #[arg(long, value_delimiter = ',', default_value = "10,10000,30000")]
         sizes: Vec<u32>,
-        #[arg(long, default_value_t = 3000)]
+        #[arg(long, default_value_t = 5000)]
         connections: u32,
     },
 }
@@ -87,7 +87,7 @@ impl Plan {
                 adds_at: (10000, 5),
                 adds: 20,
                 connect_sizes: vec![10, 10000, 30000],
-                connections: 3000,
+                connections: 5000,
                 timeout: Duration::from_secs(timeout),
             }
         }

@@ -112,6 +112,14 @@ pub fn markdown(plan: &Plan, rows: &[Row], conn: &[ConnectRow]) -> String {
             &u.adds_ms,
             "-".into(),
         );
+        if let Some(r) = k.add_render_ms {
+            writeln!(
+                o,
+                "\nOf kproxy's time, the pure render of such a partial sync takes {r:.1} ms (median of 5); \
+                 the rest of the sync part is running `nft`."
+            )
+            .unwrap();
+        }
         if let Some((m, p)) = med_p90(&k.adds_ms) {
             writeln!(
                 o,

@@ -8,13 +8,16 @@ use std::{path::PathBuf, process::Command, time::Duration};
 use anyhow::{Context, Result, bail};
 use kproxy::{desired::ProxyOptions, source::Event, tracker::Tracker};
 use kproxy_dataplane::nft::Exec;
-use kproxy_modes::{Mode, nftables::NftablesMode};
+use kproxy_modes::{
+    Mode,
+    nftables::{LocalAddrs, NftablesMode, render},
+};
 use kproxy_testbed::Netns;
 use nix::sched::{CloneFlags, setns};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    measure::{Stopwatch, max_rss_kib, ms, timed},
+    measure::{Stopwatch, max_rss_kib, ms, percentile, timed},
     objects, upstream,
 };
 
@@ -32,6 +35,9 @@ pub struct KproxyRun {
     pub adds_tracker_ms: Vec<f64>,
     /// True if every addition was a partial sync.
     pub adds_partial: bool,
+    /// The pure render of one more such partial sync (median of 5; not sent to the kernel):
+    /// splits the sync part of an addition into render and `nft`.
+    pub add_render_ms: Option<f64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -94,6 +100,19 @@ pub fn kproxy(services: u32, endpoints: u32, adds: u32) -> Result<KproxyRun> {
         adds_partial &= !mode.sync(state, &changes)?.full;
         adds_ms.push(ms(sw.elapsed()));
     }
+    let add_render_ms = if adds > 0 {
+        let [svc, slice] = objects::service(services + adds, endpoints, None);
+        tracker.apply(Event::Apply(svc));
+        tracker.apply(Event::Apply(slice));
+        let (state, changes) = tracker.update().context("tracker not ready")?;
+        let applied = mode.applied().context("no applied state")?;
+        let mut v: Vec<_> = (0..5)
+            .map(|_| timed(|| render(state, &changes, Some(applied), &LocalAddrs::new())).1)
+            .collect();
+        Some(ms(percentile(&mut v, 50)))
+    } else {
+        None
+    };
     // Delete the table now, so the namespace's teardown does no work behind the next run's back.
     mode.cleanup()?;
     Ok(KproxyRun {
@@ -104,6 +123,7 @@ pub fn kproxy(services: u32, endpoints: u32, adds: u32) -> Result<KproxyRun> {
         adds_ms,
         adds_tracker_ms,
         adds_partial,
+        add_render_ms,
     })
 }
 
