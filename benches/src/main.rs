@@ -1,0 +1,176 @@
+//! kproxy-bench: kproxy's nftables mode against same-run baselines. `kproxy-bench all` runs every
+//! benchmark and prints Markdown tables (scripts/bench-nftables, docs/benchmarks.md); the other
+//! subcommands are the pieces it runs, each sync size in a child process of its own so that the
+//! child's peak RSS belongs to that size alone. Runs as root (network namespaces).
+
+mod connect;
+mod measure;
+mod objects;
+mod report;
+mod sync;
+mod upstream;
+
+use std::{process::Command, time::Duration};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde::de::DeserializeOwned;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Every benchmark; Markdown on stdout, progress on stderr.
+    All {
+        /// Smaller sizes and fewer repetitions (a few minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Seconds the upstream-shaped `nft -f` may take before it is reported as "> timeout".
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// One kproxy full sync (and `adds` single-Service additions); JSON on stdout.
+    Kproxy {
+        services: u32,
+        endpoints: u32,
+        #[arg(long, default_value_t = 0)]
+        adds: u32,
+    },
+    /// One upstream-shaped `nft -f` load (and `adds` single-Service additions); JSON on stdout.
+    Upstream {
+        services: u32,
+        endpoints: u32,
+        #[arg(long, default_value_t = 0)]
+        adds: u32,
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Connect latency through a ClusterIP vs direct; JSON on stdout.
+    Connect {
+        #[arg(long, value_delimiter = ',', default_value = "10,10000,30000")]
+        sizes: Vec<u32>,
+        #[arg(long, default_value_t = 5000)]
+        connections: u32,
+    },
+}
+
+/// The sizes of one run.
+pub struct Plan {
+    /// (Services, endpoints each) for benchmark (a).
+    pub sizes: Vec<(u32, u32)>,
+    /// The size at which (b) adds Services, and how many.
+    pub adds_at: (u32, u32),
+    pub adds: u32,
+    pub connect_sizes: Vec<u32>,
+    pub connections: u32,
+    pub timeout: Duration,
+}
+
+impl Plan {
+    fn new(quick: bool, timeout: u64) -> Self {
+        if quick {
+            Plan {
+                sizes: vec![(1000, 5), (5000, 5)],
+                adds_at: (5000, 5),
+                adds: 10,
+                connect_sizes: vec![10, 1000, 5000],
+                connections: 500,
+                timeout: Duration::from_secs(timeout.min(60)),
+            }
+        } else {
+            Plan {
+                sizes: vec![(1000, 5), (5000, 5), (10000, 5), (5000, 50)],
+                adds_at: (10000, 5),
+                adds: 20,
+                connect_sizes: vec![10, 10000, 30000],
+                connections: 5000,
+                timeout: Duration::from_secs(timeout),
+            }
+        }
+    }
+}
+
+/// Runs this binary with `args` as a child and parses the JSON it prints.
+fn child<T: DeserializeOwned>(args: &[String]) -> Result<T> {
+    let exe = std::env::current_exe()?;
+    let out = Command::new(exe)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running kproxy-bench {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!("kproxy-bench {} failed: {}", args.join(" "), out.status);
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| format!("output of {}", args.join(" ")))
+}
+
+fn all(plan: &Plan) -> Result<()> {
+    let mut rows = Vec::new();
+    for &(s, e) in &plan.sizes {
+        let adds = if (s, e) == plan.adds_at { plan.adds } else { 0 };
+        let args = |what: &str| {
+            let mut v = vec![
+                what.to_string(),
+                s.to_string(),
+                e.to_string(),
+                format!("--adds={adds}"),
+            ];
+            if what == "upstream" {
+                v.push(format!("--timeout={}", plan.timeout.as_secs()));
+            }
+            v
+        };
+        eprintln!("(a) {s} x {e}: kproxy");
+        let k: sync::KproxyRun = child(&args("kproxy"))?;
+        eprintln!("    {k:?}\n(a) {s} x {e}: upstream-shaped nft -f");
+        let u: sync::UpstreamRun = child(&args("upstream"))?;
+        eprintln!("    {:?} ms, nft RSS {} KiB", u.load_ms, u.nft_rss_kib);
+        rows.push(((s, e), k, u));
+    }
+    eprintln!("(c) connect latency");
+    let sizes: Vec<String> = plan.connect_sizes.iter().map(u32::to_string).collect();
+    let conn: Vec<connect::ConnectRow> = child(&[
+        "connect".into(),
+        format!("--sizes={}", sizes.join(",")),
+        format!("--connections={}", plan.connections),
+    ])?;
+    println!("{}", report::markdown(plan, &rows, &conn));
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::All { quick, timeout } => all(&Plan::new(quick, timeout)),
+        Cmd::Kproxy {
+            services,
+            endpoints,
+            adds,
+        } => {
+            let r = sync::kproxy(services, endpoints, adds)?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Cmd::Upstream {
+            services,
+            endpoints,
+            adds,
+            timeout,
+        } => {
+            let r = sync::upstream(services, endpoints, adds, Duration::from_secs(timeout))?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Cmd::Connect { sizes, connections } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let rows = rt.block_on(connect::run(&sizes, connections))?;
+            println!("{}", serde_json::to_string(&rows)?);
+            Ok(())
+        }
+    }
+}
