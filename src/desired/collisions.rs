@@ -15,7 +15,7 @@ use kproxy_modes::model::{
 
 /// What a Service port claims exclusively.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Claim {
+pub enum Claim {
     Vip(IpAddr, Protocol, u16),
     NodePort(IpFamily, Protocol, u16),
 }
@@ -31,7 +31,7 @@ impl std::fmt::Display for Claim {
     }
 }
 
-fn claims(p: &ServicePort) -> BTreeSet<Claim> {
+pub fn claims(p: &ServicePort) -> BTreeSet<Claim> {
     let proto = p.name.protocol;
     let mut out: BTreeSet<Claim> = std::iter::once(p.cluster_ip)
         .chain(p.external_ips.iter().copied())
@@ -62,9 +62,22 @@ impl Parked {
         self.reasons.clear();
     }
 
-    /// Forgets parked ports of these names (their Service was recomputed or deleted).
-    pub fn forget(&mut self, names: &BTreeSet<ServicePortName>) {
-        self.ports.retain(|(_, n), _| !names.contains(n));
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+
+    /// Forgets parked ports of these names (their Service was recomputed or deleted) and
+    /// returns them.
+    pub fn forget(&mut self, names: &BTreeSet<ServicePortName>) -> Vec<ServicePort> {
+        let keys: Vec<_> = self
+            .ports
+            .keys()
+            .filter(|(_, n)| names.contains(n))
+            .cloned()
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.ports.remove(&k))
+            .collect()
     }
 }
 

@@ -11,7 +11,7 @@ use kproxy_modes::model::{ChangeSet, DesiredState, IpFamily, ServicePortName, Sk
 use tracing::warn;
 
 use crate::{
-    desired::{self, NodeContext, NodeFacts, ProxyOptions, service},
+    desired::{self, NodeContext, NodeFacts, ProxyOptions, collisions::Claim, service},
     source::{Event, Kind, Object},
 };
 
@@ -39,6 +39,11 @@ pub struct Tracker {
     parked: desired::collisions::Parked,
     /// Collision rank (creation time) of each Service.
     created: BTreeMap<Key, String>,
+    /// How many candidate ports claim each VIP tuple or NodePort, and how many tuples have more
+    /// than one claimant: with none contested and none parked, the collision pass (a walk over
+    /// every port) can be skipped, which keeps a one-Service change O(that Service).
+    claim_counts: std::collections::HashMap<Claim, u32>,
+    contested: usize,
 }
 
 impl Tracker {
@@ -59,6 +64,8 @@ impl Tracker {
             skipped_slices: BTreeMap::new(),
             parked: Default::default(),
             created: BTreeMap::new(),
+            claim_counts: Default::default(),
+            contested: 0,
         }
     }
 
@@ -237,6 +244,8 @@ impl Tracker {
             self.ports_of.clear();
             self.skipped_services.clear();
             self.parked.clear();
+            self.claim_counts.clear();
+            self.contested = 0;
             self.dirty = self.services.keys().cloned().collect();
             self.ctx = Some(ctx);
             changes = ChangeSet::full();
@@ -246,11 +255,16 @@ impl Tracker {
             self.recompute(&key, &mut changes);
         }
         let state = self.state.as_mut()?;
-        let created = &self.created;
-        let moved = desired::collisions::resolve(state, &mut self.parked, |n| {
-            desired::port_rank(created, n)
-        });
-        changes.services.extend(moved);
+        if self.contested > 0 || !self.parked.is_empty() {
+            let created = &self.created;
+            let moved = desired::collisions::resolve(state, &mut self.parked, |n| {
+                desired::port_rank(created, n)
+            });
+            changes.services.extend(moved);
+        } else {
+            // Nothing contested and nothing parked: drop any reasons left from earlier passes.
+            self.parked.clear();
+        }
         state.skipped = self
             .skipped_services
             .values()
@@ -273,11 +287,14 @@ impl Tracker {
             .unwrap_or_default()
             .into_iter()
             .collect();
-        self.parked.forget(&names);
+        for port in self.parked.forget(&names) {
+            count_claims(&mut self.claim_counts, &mut self.contested, &port, false);
+        }
         self.created.remove(key);
         for name in names {
             for f in state.families.iter_mut() {
                 if let Some(p) = f.services.remove(&name) {
+                    count_claims(&mut self.claim_counts, &mut self.contested, &p, false);
                     old.insert((f.family, name.clone()), p);
                 }
             }
@@ -306,6 +323,7 @@ impl Tracker {
         }
         let mut names = Vec::new();
         for port in &new_ports {
+            count_claims(&mut self.claim_counts, &mut self.contested, port, true);
             let id = (IpFamily::of(&port.cluster_ip), port.name.clone());
             if old.remove(&id).as_ref() != Some(port) {
                 changes.services.insert(port.name.clone());
@@ -336,5 +354,31 @@ fn object_key(obj: &Object) -> Option<Key> {
         Object::Service(s) => Some(key_of(&s.metadata)),
         Object::EndpointSlice(s) => Some(key_of(&s.metadata)),
         Object::Node(_) | Object::ServiceCidr(_) => None,
+    }
+}
+
+/// Adds (or removes) a candidate port's claims to the counts, tracking contested tuples.
+fn count_claims(
+    counts: &mut std::collections::HashMap<Claim, u32>,
+    contested: &mut usize,
+    port: &kproxy_modes::model::ServicePort,
+    add: bool,
+) {
+    for claim in desired::collisions::claims(port) {
+        let n = counts.entry(claim.clone()).or_default();
+        let before = *n;
+        *n = if add {
+            before + 1
+        } else {
+            before.saturating_sub(1)
+        };
+        match (before > 1, *n > 1) {
+            (false, true) => *contested += 1,
+            (true, false) => *contested -= 1,
+            _ => {}
+        }
+        if *n == 0 {
+            counts.remove(&claim);
+        }
     }
 }
