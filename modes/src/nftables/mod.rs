@@ -101,7 +101,8 @@ impl<C: NftClient> Mode for NftablesMode<C> {
                 return Err(e);
             }
         };
-        let rendered = render(desired, changes, self.applied.as_ref(), &local);
+        // Taken, not borrowed: on failure the cache is gone anyway (the next sync is full).
+        let rendered = render::render_owned(desired, changes, self.applied.take(), &local);
         if rendered.tx.is_empty() {
             self.applied = Some(rendered.applied);
             return Ok(stats(desired, false));

@@ -44,11 +44,22 @@ pub fn render(
     applied: Option<&Applied>,
     local_addrs: &LocalAddrs,
 ) -> Rendered {
-    if let Some(prev) =
-        applied.filter(|a| !changes.full && !node_inputs_changed(desired, a, local_addrs))
-    {
+    render_owned(desired, changes, applied.cloned(), local_addrs)
+}
+
+/// [`render`], consuming the applied state: the mode's sync path uses it so that a partial sync
+/// costs O(the change), not a copy of everything applied (10k Services: ~18 ms of copying).
+pub fn render_owned(
+    desired: &DesiredState,
+    changes: &ChangeSet,
+    applied: Option<Applied>,
+    local_addrs: &LocalAddrs,
+) -> Rendered {
+    let partial = applied
+        .as_ref()
+        .is_some_and(|a| !changes.full && !node_inputs_changed(desired, a, local_addrs));
+    if partial && let Some(mut next) = applied {
         let mut tx = NftTransaction::new();
-        let mut next = prev.clone();
         for fam in &desired.families {
             let fam_applied = next
                 .families
@@ -62,7 +73,7 @@ pub fn render(
             full: false,
         };
     }
-    render_full(desired, applied, local_addrs)
+    render_full(desired, applied.as_ref(), local_addrs)
 }
 
 fn nodeport_ips(fam: &FamilyState, local_addrs: &LocalAddrs) -> Vec<IpAddr> {
