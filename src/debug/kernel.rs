@@ -161,8 +161,8 @@ fn concerns(d: &Difference, p: &ServicePort) -> bool {
         || d.item.contains(&svc)
         || vips(p).iter().any(|(ip, port)| {
             d.item
-                .contains(&format!("\"{ip}\", \"{}\", {port}]", proto(p)))
-                || d.item.contains(&format!("\"{ip}\", {port}, "))
+                .contains(&format!("\"{ip}\",\"{}\",{port}]", proto(p)))
+                || d.item.contains(&format!("\"{ip}\",{port},"))
         })
 }
 
@@ -203,12 +203,8 @@ fn port_lines(live: &TableListing, p: &ServicePort) -> Vec<String> {
         ));
     }
     let mut endpoints = Vec::new();
-    for (name, elems) in live
-        .sets
-        .iter()
-        .filter(|(n, _)| n.starts_with("map vip-slots-"))
-    {
-        let _ = name;
+    let slot_maps = format!("map vip-slots-{proto}-");
+    for (_, elems) in live.sets.iter().filter(|(n, _)| n.starts_with(&slot_maps)) {
         for e in elems {
             let Ok(Value::Array(pair)) = serde_json::from_str::<Value>(e) else {
                 continue;
@@ -218,11 +214,11 @@ fn port_lines(live: &TableListing, p: &ServicePort) -> Vec<String> {
             };
             let k = &k["concat"];
             if k[0] == p.cluster_ip.to_string() && k[1] == p.port {
-                endpoints.push(format!(
-                    "{}:{}",
-                    v["concat"][0].as_str().unwrap_or("?"),
-                    v["concat"][1]
-                ));
+                let ip: Option<IpAddr> = v["concat"][0].as_str().and_then(|s| s.parse().ok());
+                let port = v["concat"][1].as_u64().and_then(|p| u16::try_from(p).ok());
+                if let (Some(ip), Some(port)) = (ip, port) {
+                    endpoints.push(std::net::SocketAddr::new(ip, port).to_string());
+                }
             }
         }
     }
