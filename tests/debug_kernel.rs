@@ -3,66 +3,14 @@
 //! is changed behind kproxy's back it names the difference under the Service it concerns.
 //! Needs root (network namespaces, nftables).
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+mod support;
+
+use std::process::Command;
+
+use support::netns::{Agent, Netns};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kproxy");
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples");
-
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Self {
-        let name = format!("kproxy-dk-{}", std::process::id());
-        assert!(
-            Command::new("ip")
-                .args(["netns", "add", &name])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let ok = |args: &[&str]| {
-            assert!(
-                Command::new("ip")
-                    .args(["-n", &name])
-                    .args(args)
-                    .status()
-                    .unwrap()
-                    .success()
-            )
-        };
-        ok(&["link", "set", "lo", "up"]);
-        ok(&["addr", "add", "192.168.50.2/32", "dev", "lo"]);
-        Self(name)
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn config(dir: &std::path::Path) -> String {
     let path = dir.join("config.yaml");
@@ -98,14 +46,12 @@ fn dump(ns: &Netns, cfg: &str) -> String {
 
 #[test]
 fn the_kernel_view_matches_after_a_sync_and_names_a_difference_under_its_service() {
-    let ns = Netns::new();
+    let ns = Netns::new("dk");
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let mut child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.0,
+    let _agent = Agent::start(
+        &ns,
+        &[
             BIN,
             "--config",
             &cfg,
@@ -113,27 +59,8 @@ fn the_kernel_view_matches_after_a_sync_and_names_a_difference_under_its_service
             EXAMPLES,
             "--hostname-override",
             "node-a",
-        ])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let _agent = Agent(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("kproxy syncs within 30 s");
-        if line.contains("initial sync complete") {
-            break;
-        }
-    }
+        ],
+    );
 
     let text = dump(&ns, &cfg);
     assert!(text.contains("kernel: table ip kproxy"), "{text}");

@@ -1,6 +1,8 @@
 //! Builders for Kubernetes objects in tests, from JSON as the API would serve it.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use k8s_openapi::api::{
     core::v1::{Node, Service},
     discovery::v1::EndpointSlice,
