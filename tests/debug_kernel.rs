@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::process::Command;
-
 use support::netns::{Agent, Netns};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kproxy");
