@@ -69,7 +69,7 @@ fn ask_from(pod: &Netns, sport: u16, dest: &str) -> Option<String> {
     (!server.is_empty()).then(|| server.to_owned())
 }
 
-/// The first reply within `tries` datagrams (each waits up to 1 s: the deadline), as a UDP
+/// The first reply within 10 datagrams (each waits up to 1 s: the deadline), as a UDP
 /// client that retries a lost datagram would see it.
 fn first_reply(pod: &Netns, sport: u16, dest: &str) -> String {
     (0..10)
