@@ -3,9 +3,9 @@
 //!
 //! Why the CLI and not netlink (for now): the kernel's ctnetlink delete takes one exact tuple
 //! (or flushes everything), so a filtered delete is a dump, a match in user space and one delete
-//! per entry; no crate at hand speaks ctnetlink (`netlink-packet-netfilter` has no conntrack
-//! messages in the versions available here), and hand-building those messages did not fit the
-//! time this was written in. `conntrack -D` does exactly that dump-match-delete. A netlink client
+//! per entry. Whether `netlink-packet-netfilter` has conntrack messages at its current version
+//! was not checked (it is not in this tree), and hand-building those messages with `netlink-sys`
+//! did not fit the time this was written in. `conntrack -D` does exactly that dump-match-delete. A netlink client
 //! behind the same [`ConntrackClient`] trait is a follow-up; callers do not change.
 
 use std::{
