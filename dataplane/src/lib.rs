@@ -1,4 +1,5 @@
 //! Thin typed clients for the kernel interfaces kproxy programs. No Kubernetes knowledge lives here.
 
 pub mod addrs;
+pub mod conntrack;
 pub mod nft;

@@ -1,6 +1,7 @@
 //! kproxy's data-plane modes. Each mode turns a [`model::DesiredState`] into kernel state behind
 //! the one [`Mode`] trait; modes never see Kubernetes objects.
 
+pub mod conntrack;
 pub mod model;
 pub mod nftables;
 

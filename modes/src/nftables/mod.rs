@@ -7,10 +7,14 @@ pub mod render;
 
 use std::net::IpAddr;
 
-use kproxy_dataplane::nft::{Exec, Family, NftClient};
+use kproxy_dataplane::{
+    conntrack::ConntrackCli,
+    nft::{Exec, Family, NftClient},
+};
 
 use crate::{
     Mode, ModeError, SyncStats,
+    conntrack::ConntrackHygiene,
     model::{ChangeSet, DesiredState, IpFamily, NodePortAddresses},
 };
 
@@ -28,16 +32,23 @@ pub struct NftablesMode<C: NftClient = Exec> {
     addrs: AddrSource,
     /// What the last successful sync applied; `None` forces the next sync to be full.
     applied: Option<Applied>,
+    /// Deletes stale UDP flows after each successful sync; `None` leaves conntrack alone.
+    conntrack: Option<ConntrackHygiene>,
 }
 
 impl NftablesMode<Exec> {
-    /// Runs `exec`'s nft and reads local addresses in the same network namespace.
+    /// Runs `exec`'s nft, and reads local addresses and cleans UDP conntrack entries in the
+    /// same network namespace.
     pub fn with_exec(exec: Exec) -> Self {
         let netns = exec.netns().map(str::to_owned);
+        let conntrack = match &netns {
+            Some(ns) => ConntrackCli::new().in_netns(ns),
+            None => ConntrackCli::new(),
+        };
         let addrs: AddrSource = Box::new(move || {
             kproxy_dataplane::addrs::local_addresses(netns.as_deref()).map_err(|e| e.to_string())
         });
-        Self::new(exec, addrs)
+        Self::new(exec, addrs).with_conntrack(ConntrackHygiene::new(conntrack))
     }
 }
 
@@ -47,7 +58,18 @@ impl<C: NftClient> NftablesMode<C> {
             client,
             addrs,
             applied: None,
+            conntrack: None,
         }
+    }
+
+    /// Cleans stale UDP conntrack entries after each successful sync (see `crate::conntrack`).
+    pub fn with_conntrack(mut self, hygiene: ConntrackHygiene) -> Self {
+        self.conntrack = Some(hygiene);
+        self
+    }
+
+    pub fn conntrack(&self) -> Option<&ConntrackHygiene> {
+        self.conntrack.as_ref()
     }
 
     /// True when the next sync will replace the tables whatever the change set says.
@@ -62,6 +84,21 @@ impl<C: NftClient> NftablesMode<C> {
 
     pub fn client(&self) -> &C {
         &self.client
+    }
+
+    /// After a successful apply only: the new rules must be in place before stale flows go, or
+    /// the next packet would recreate the same flow.
+    fn clean_conntrack(&mut self, desired: &DesiredState, changes: &ChangeSet, full: bool) {
+        let Some(hygiene) = &mut self.conntrack else {
+            return;
+        };
+        // A full render (first sync, or after a failure) may cover changes the caller's change
+        // set no longer names, so every port is compared then.
+        if full && !changes.full {
+            hygiene.after_sync(desired, &ChangeSet::full());
+        } else {
+            hygiene.after_sync(desired, changes);
+        }
     }
 
     fn local_addrs(&self, desired: &DesiredState) -> Result<LocalAddrs, ModeError> {
@@ -105,11 +142,13 @@ impl<C: NftClient> Mode for NftablesMode<C> {
         let rendered = render::render_owned(desired, changes, self.applied.take(), &local);
         if rendered.tx.is_empty() {
             self.applied = Some(rendered.applied);
+            self.clean_conntrack(desired, changes, false);
             return Ok(stats(desired, false));
         }
         match self.client.run(&rendered.tx) {
             Ok(()) => {
                 self.applied = Some(rendered.applied);
+                self.clean_conntrack(desired, changes, rendered.full);
                 Ok(stats(desired, rendered.full))
             }
             Err(e) => {

@@ -1,0 +1,218 @@
+//! Unit tests of the stale-flow computation (no kernel).
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+};
+
+use kproxy_dataplane::conntrack::{ConntrackClient, ConntrackError, FlowFilter, L3};
+
+use super::*;
+use crate::model::*;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn endpoint(addr: &str) -> Endpoint {
+    Endpoint {
+        addr: sa(addr),
+        is_local: false,
+        ready: true,
+        serving: true,
+        terminating: false,
+        node_name: None,
+        zone: None,
+    }
+}
+
+fn sp(name: &str, proto: Protocol, eps: &[&str]) -> ServicePort {
+    let eps: Vec<Endpoint> = eps.iter().map(|e| endpoint(e)).collect();
+    ServicePort {
+        name: ServicePortName::new("ns", name, "p", proto),
+        cluster_ip: ip("172.30.0.10"),
+        port: 53,
+        node_port: Some(30053),
+        external_ips: vec![ip("198.51.100.7")],
+        load_balancer_ips: vec![ip("1.2.3.4")],
+        load_balancer_source_ranges: vec![],
+        session_affinity: None,
+        internal_policy: TrafficPolicy::Cluster,
+        external_policy: TrafficPolicy::Cluster,
+        health_check_node_port: None,
+        endpoints: ServiceEndpoints {
+            has_any: !eps.is_empty(),
+            cluster: eps,
+            local: vec![],
+            excluded: vec![],
+        },
+    }
+}
+
+fn state(ports: Vec<ServicePort>) -> DesiredState {
+    let node = NodeSettings {
+        node_ips: vec![],
+        local_traffic: LocalTrafficDetector::None,
+        node_port_addresses: NodePortAddresses::All,
+        service_cidrs: vec![],
+        masquerade_all: false,
+        masquerade_mark: 0x4000,
+    };
+    DesiredState {
+        node_name: "n".into(),
+        zone: None,
+        families: vec![FamilyState {
+            family: IpFamily::V4,
+            node,
+            services: ports
+                .into_iter()
+                .map(|p| (p.name.clone(), p))
+                .collect::<BTreeMap<_, _>>(),
+        }],
+        skipped: vec![],
+    }
+}
+
+fn changed(sp: &ServicePort) -> ChangeSet {
+    ChangeSet {
+        full: false,
+        services: [sp.name.clone()].into(),
+    }
+}
+
+/// The four flows DNATed to `ep` through every VIP and the NodePort.
+fn to_endpoint(ep: &str) -> Vec<FlowFilter> {
+    let ep = sa(ep);
+    let via = |vip: &str| FlowFilter::udp_to(ip(vip), 53).dnated_to(ep.ip(), ep.port());
+    vec![
+        via("172.30.0.10"),
+        via("198.51.100.7"),
+        via("1.2.3.4"),
+        FlowFilter::udp_to_port(L3::Ipv4, 30053).dnated_to(ep.ip(), ep.port()),
+    ]
+}
+
+fn to_vips() -> Vec<FlowFilter> {
+    vec![
+        FlowFilter::udp_to(ip("172.30.0.10"), 53),
+        FlowFilter::udp_to(ip("198.51.100.7"), 53),
+        FlowFilter::udp_to(ip("1.2.3.4"), 53),
+        FlowFilter::udp_to_port(L3::Ipv4, 30053),
+    ]
+}
+
+#[test]
+fn removed_endpoint_deletes_only_its_flows_on_every_vip() {
+    let old = UdpPort::of(&sp("d", Protocol::Udp, &["10.1.0.1:53", "10.1.0.2:53"]));
+    let new = UdpPort::of(&sp("d", Protocol::Udp, &["10.1.0.2:53"]));
+    let got = stale_flows(L3::Ipv4, old.as_ref(), new.as_ref());
+    assert_eq!(got, to_endpoint("10.1.0.1:53"));
+    // Unchanged endpoints: nothing.
+    assert!(stale_flows(L3::Ipv4, new.as_ref(), new.as_ref()).is_empty());
+}
+
+#[test]
+fn endpoint_port_change_is_a_removal() {
+    let old = UdpPort::of(&sp("d", Protocol::Udp, &["10.1.0.1:53"]));
+    let new = UdpPort::of(&sp("d", Protocol::Udp, &["10.1.0.1:5353"]));
+    assert_eq!(
+        stale_flows(L3::Ipv4, old.as_ref(), new.as_ref()),
+        to_endpoint("10.1.0.1:53")
+    );
+}
+
+#[test]
+fn first_endpoint_deletes_flows_to_the_vips() {
+    let old = UdpPort::of(&sp("d", Protocol::Udp, &[]));
+    let new = UdpPort::of(&sp("d", Protocol::Udp, &["10.1.0.1:53"]));
+    assert_eq!(stale_flows(L3::Ipv4, old.as_ref(), new.as_ref()), to_vips());
+    // A new Service with endpoints counts as newly served too.
+    assert_eq!(stale_flows(L3::Ipv4, None, new.as_ref()), to_vips());
+    // The last endpoint going: its flows only, no VIP-wide delete.
+    assert_eq!(
+        stale_flows(L3::Ipv4, new.as_ref(), old.as_ref()),
+        to_endpoint("10.1.0.1:53")
+    );
+}
+
+#[test]
+fn plan_first_call_only_records_then_diffs_changed_udp_ports() {
+    let mut known = None;
+    let v1 = state(vec![
+        sp("d", Protocol::Udp, &["10.1.0.1:53", "10.1.0.2:53"]),
+        sp("t", Protocol::Tcp, &["10.1.0.1:53"]),
+    ]);
+    // Start-up: every UDP port has endpoints, yet nothing may be deleted.
+    assert!(plan(&mut known, &v1, &ChangeSet::full()).is_empty());
+    assert_eq!(
+        known.as_ref().unwrap().len(),
+        1,
+        "only the UDP port is kept"
+    );
+
+    let v2 = state(vec![
+        sp("d", Protocol::Udp, &["10.1.0.2:53"]),
+        sp("t", Protocol::Tcp, &[]),
+    ]);
+    let udp = &v2.families[0]
+        .services
+        .values()
+        .find(|p| p.name.name == "d")
+        .unwrap();
+    // Not named in the change set: not compared.
+    let tcp = &v2.families[0]
+        .services
+        .values()
+        .find(|p| p.name.name == "t")
+        .unwrap();
+    assert!(plan(&mut known, &v2, &changed(tcp)).is_empty());
+    assert_eq!(
+        plan(&mut known, &v2, &changed(udp)),
+        to_endpoint("10.1.0.1:53")
+    );
+    // Recorded: the same state again deletes nothing, even in a full comparison.
+    assert!(plan(&mut known, &v2, &ChangeSet::full()).is_empty());
+    // The Service deleted: its remaining endpoint's flows go.
+    let v3 = state(vec![]);
+    assert_eq!(
+        plan(&mut known, &v3, &ChangeSet::full()),
+        to_endpoint("10.1.0.2:53")
+    );
+    assert!(known.unwrap().is_empty());
+}
+
+/// Records filters; fails the ones to the NodePort, to show failures are counted, not raised.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<FlowFilter>>>);
+
+impl ConntrackClient for Recorder {
+    fn delete(&self, filter: &FlowFilter) -> Result<u64, ConntrackError> {
+        self.0.lock().unwrap().push(filter.clone());
+        if filter.orig_dst.is_none() {
+            return Err(ConntrackError::Failed {
+                status: "exit status: 2".into(),
+                stderr: "test".into(),
+            });
+        }
+        Ok(1)
+    }
+}
+
+#[test]
+fn hygiene_counts_deleted_and_failed() {
+    let rec = Recorder::default();
+    let mut h = ConntrackHygiene::new(rec.clone());
+    let before = state(vec![sp("d", Protocol::Udp, &["10.1.0.1:53"])]);
+    h.after_sync(&before, &ChangeSet::full());
+    assert!(rec.0.lock().unwrap().is_empty(), "start-up deletes nothing");
+    let after = state(vec![sp("d", Protocol::Udp, &["10.1.0.2:53"])]);
+    let changes = changed(after.families[0].services.values().next().unwrap());
+    h.after_sync(&after, &changes);
+    assert_eq!(*rec.0.lock().unwrap(), to_endpoint("10.1.0.1:53"));
+    assert_eq!((h.deleted(), h.failures()), (3, 1));
+}

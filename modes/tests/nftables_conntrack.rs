@@ -1,0 +1,196 @@
+//! UDP conntrack hygiene with real packets: a client that keeps one source port keeps its
+//! conntrack entry, and with it its DNAT, until kproxy deletes the flow. Needs root (skipped
+//! otherwise), `ip`, `nft`, `conntrack` and `python3`.
+//!
+//! IP plan: pod C 10.0.0.2 <-> node N 10.0.0.1; endpoints E1 10.180.0.1 and E2 10.180.1.1,
+//! both with a UDP echo on port 53 that stays up throughout.
+
+#[path = "nftables/fixtures.rs"]
+mod fixtures;
+#[path = "nftables/netns.rs"]
+mod netns;
+#[path = "nftables/wire.rs"]
+mod wire;
+
+use std::process::Command;
+
+use fixtures::{ep, port, state};
+use kproxy_dataplane::nft::Exec;
+use kproxy_modes::{
+    Mode,
+    model::{ChangeSet, DesiredState, IpFamily, Protocol, ServicePort},
+    nftables::NftablesMode,
+};
+use netns::Netns;
+use wire::{Servers, link, serve_udp};
+
+const E1: &str = "10.180.0.1";
+const E2: &str = "10.180.1.1";
+
+struct Bed {
+    node: Netns,
+    pod: Netns,
+    _eps: (Netns, Netns),
+    _servers: Servers,
+}
+
+fn bed() -> Option<Bed> {
+    let node = Netns::new()?;
+    let (pod, e1, e2) = (Netns::new()?, Netns::new()?, Netns::new()?);
+    link(&node, &pod, "c", "10.0.0.2/24", &["10.0.0.1/24"]);
+    link(&node, &e1, "e1", "10.180.0.1/24", &["10.180.0.254/24"]);
+    link(&node, &e2, "e2", "10.180.1.1/24", &["10.180.1.254/24"]);
+    node.exec(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+    let servers = Servers(vec![serve_udp(&e1, E1), serve_udp(&e2, E2)]);
+    Some(Bed {
+        node,
+        pod,
+        _eps: (e1, e2),
+        _servers: servers,
+    })
+}
+
+/// One datagram from `10.0.0.2:sport` to `dest:53`; the replying server's address, or `None`
+/// when no reply came within 1 s. The fixed source port keeps the conntrack tuple the same
+/// across calls, as a long-lived UDP client (a DNS resolver's socket) would.
+fn ask_from(pod: &Netns, sport: u16, dest: &str) -> Option<String> {
+    let program = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('10.0.0.2', {sport}))\n\
+         s.settimeout(1.0)\n\
+         s.sendto(b'q', ('{dest}', 53))\n\
+         try:\n    print(s.recvfrom(512)[0].decode().split()[0])\n\
+         except socket.timeout:\n    pass\n"
+    );
+    let out = pod.exec(&["python3", "-c", &program]);
+    let server = out.trim();
+    (!server.is_empty()).then(|| server.to_owned())
+}
+
+/// The first reply within 10 datagrams (each waits up to 1 s: the deadline), as a UDP
+/// client that retries a lost datagram would see it.
+fn first_reply(pod: &Netns, sport: u16, dest: &str) -> String {
+    (0..10)
+        .find_map(|_| ask_from(pod, sport, dest))
+        .unwrap_or_else(|| panic!("no UDP reply from {dest}:53 (source port {sport})"))
+}
+
+/// UDP conntrack entries in the node namespace whose original source port is `sport`.
+fn flows(node: &Netns, sport: u16) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &node.name, "conntrack", "-L", "-p", "udp"])
+        .args(["--orig-port-src", &sport.to_string()])
+        .output()
+        .expect("conntrack -L");
+    assert!(out.status.success(), "conntrack -L: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn dns(cluster_ip: &str, endpoint: &str) -> ServicePort {
+    let name = format!("dns-{}", cluster_ip.rsplit('.').next().unwrap());
+    let eps = vec![ep(&format!("{endpoint}:53"), false)];
+    port("ns", &name, "dns", Protocol::Udp, cluster_ip, 53, eps)
+}
+
+fn v4(ports: Vec<ServicePort>) -> DesiredState {
+    state(vec![(IpFamily::V4, ports)])
+}
+
+fn changed(sp: &ServicePort) -> ChangeSet {
+    ChangeSet {
+        full: false,
+        services: [sp.name.clone()].into(),
+    }
+}
+
+/// The client keeps its source port across an endpoint removal (E1's server stays up). Without
+/// cleanup (the control, a mode without conntrack hygiene) the kept conntrack entry keeps sending
+/// it to the removed E1; with it, the first reply after one sync comes from the live E2.
+#[test]
+fn udp_client_leaves_a_removed_endpoint_within_one_sync() {
+    let Some(bed) = bed() else { return };
+    let exec = || Exec::new().in_netns(&bed.node.name);
+
+    // Control: no hygiene, so the stale flow must survive the sync.
+    let mut bare = NftablesMode::new(exec(), Box::new(|| Ok(vec![])));
+    let mut desired = v4(vec![dns("172.30.0.47", E1)]);
+    bare.sync(&desired, &ChangeSet::full()).unwrap();
+    assert_eq!(first_reply(&bed.pod, 40000, "172.30.0.47"), E1);
+    desired = v4(vec![dns("172.30.0.47", E2)]);
+    let sp = desired.families[0]
+        .services
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    bare.sync(&desired, &changed(&sp)).unwrap();
+    assert_eq!(
+        first_reply(&bed.pod, 40000, "172.30.0.47"),
+        E1,
+        "control: without cleanup the kept flow should still reach the removed endpoint"
+    );
+
+    // The real mode (as the binary builds it): its first sync only records.
+    let mut mode = NftablesMode::with_exec(exec());
+    let svc = dns("172.30.0.48", E1);
+    desired = v4(vec![sp.clone(), svc.clone()]);
+    mode.sync(&desired, &ChangeSet::full()).unwrap();
+    assert_eq!(first_reply(&bed.pod, 40001, "172.30.0.48"), E1);
+    assert_eq!(flows(&bed.node, 40001).len(), 1, "one kept flow to E1");
+
+    desired = v4(vec![sp, dns("172.30.0.48", E2)]);
+    mode.sync(&desired, &changed(&svc)).unwrap();
+    assert_eq!(
+        first_reply(&bed.pod, 40001, "172.30.0.48"),
+        E2,
+        "after one sync the client must reach the live endpoint"
+    );
+    let hygiene = mode.conntrack().unwrap();
+    assert_eq!((hygiene.deleted(), hygiene.failures()), (1, 0));
+    // The control's flow to another Service's VIP was not touched (still DNATed to E1).
+    let other = flows(&bed.node, 40000);
+    assert!(
+        other.len() == 1 && other[0].contains(&format!("src={E1} ")),
+        "unrelated flow changed: {other:?}"
+    );
+}
+
+/// Start-up and restart (a new mode, a full first sync) delete no UDP flow: neither one that
+/// bypasses Services nor one to a Service's live endpoint; later syncs of unrelated ports don't
+/// either.
+#[test]
+fn startup_and_restart_leave_udp_flows_alone() {
+    let Some(bed) = bed() else { return };
+    let svc = dns("172.30.0.49", E1);
+    let desired = v4(vec![svc.clone()]);
+    let mut first = NftablesMode::with_exec(Exec::new().in_netns(&bed.node.name));
+    first.sync(&desired, &ChangeSet::full()).unwrap();
+    // A direct flow (no Service) and a flow through the Service.
+    assert_eq!(first_reply(&bed.pod, 40010, E2), E2);
+    assert_eq!(first_reply(&bed.pod, 40011, "172.30.0.49"), E1);
+    let before = (flows(&bed.node, 40010), flows(&bed.node, 40011));
+    assert_eq!((before.0.len(), before.1.len()), (1, 1), "{before:?}");
+
+    // Restart: a fresh process knows nothing; its full sync must not read that as "no endpoints".
+    let mut restarted = NftablesMode::with_exec(Exec::new().in_netns(&bed.node.name));
+    restarted.sync(&desired, &ChangeSet::full()).unwrap();
+    // An unrelated UDP Service appears with endpoints: only its own VIPs are cleaned.
+    let other = dns("172.30.0.50", E2);
+    let desired = v4(vec![svc, other.clone()]);
+    restarted.sync(&desired, &changed(&other)).unwrap();
+    assert_eq!(restarted.conntrack().unwrap().failures(), 0);
+
+    let after = (flows(&bed.node, 40010), flows(&bed.node, 40011));
+    assert_eq!(
+        (after.0.len(), after.1.len()),
+        (1, 1),
+        "flows deleted: {after:?}"
+    );
+    // The Service flow still goes to E1: the entry itself survived, not a new one.
+    assert_eq!(first_reply(&bed.pod, 40011, "172.30.0.49"), E1);
+}
