@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod debug;
 pub mod desired;
+pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod options;

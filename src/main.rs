@@ -9,6 +9,7 @@ use kproxy::{
     cli::{Cli, Command, DebugCommand, DumpArgs, OutputFormat, ProxyFlags},
     config::KubeProxyConfiguration,
     debug,
+    events::{self, EventSink, KubeSink, LogSink, ProxyEvent},
     health::{self, ProxyHealth, WallClock, service::ServiceHealthServer},
     metrics::{Metrics, MetricsServer, run_metrics_server},
     options,
@@ -74,24 +75,28 @@ fn run(cli: Cli) -> Result<()> {
             runtime.block_on(async move {
                 let (tx, rx) = tokio::sync::mpsc::channel(64);
                 let node = opts.node_name.clone();
-                let source = match cli.flags.manifests.clone() {
+                let (source, sink): (_, Arc<dyn EventSink>) = match cli.flags.manifests.clone() {
                     Some(manifests) => {
                         tracing::info!(manifests = %manifests.display(), "reading objects from manifests");
-                        tokio::spawn(async move {
+                        let source = tokio::spawn(async move {
                             if let Err(e) = manifest::watch(manifests, tx).await {
                                 tracing::error!(error = %e, "the manifest source stopped");
                             }
-                        })
+                        });
+                        (source, Arc::new(LogSink))
                     }
                     None => {
                         let settings = ClientSettings::new(&cfg, cli.flags.master.as_deref());
                         let client = build_client(&settings)
                             .await
                             .context("Kubernetes API client")?;
-                        tokio::spawn(api::watch_all(client, node, tx))
+                        let sink = KubeSink::spawn(client.clone(), &node);
+                        // Upstream records this once the proxier is built, before serving.
+                        sink.publish(ProxyEvent::starting(&node));
+                        (tokio::spawn(api::watch_all(client, node, tx)), Arc::new(sink))
                     }
                 };
-                let (observer, mut servers) = observability(&cfg, &opts.node_name, periods);
+                let (observer, mut servers) = observability(&cfg, &opts.node_name, periods, sink);
                 let agent = agent::run_observed(
                     Tracker::new(opts),
                     rx,
@@ -118,11 +123,13 @@ fn observability(
     cfg: &KubeProxyConfiguration,
     node_name: &str,
     periods: agent::Periods,
+    sink: Arc<dyn EventSink>,
 ) -> (agent::Observer, JoinSet<std::io::Result<()>>) {
     let clock = WallClock::new();
     // Upstream's healthTimeout.
     let health = Arc::new(ProxyHealth::new(2 * periods.sync, clock));
-    let services = ServiceHealthServer::new(node_name, health.clone());
+    let services = ServiceHealthServer::new(node_name, health.clone())
+        .on_failure(events::health_check_hook(node_name, sink.clone()));
     let metrics = Arc::new(
         Metrics::new(cfg.proxy_mode(), clock)
             .with_health(health.clone())
@@ -143,7 +150,8 @@ fn observability(
         let addr = cfg.metrics_bind_address.clone();
         servers.spawn(run_metrics_server(addr, server, hard_fail));
     }
-    let observer = agent::Observer::new(Some(health), Some(metrics), Some(services));
+    let observer =
+        agent::Observer::new(Some(health), Some(metrics), Some(services)).with_events(sink);
     (observer, servers)
 }
 

@@ -13,6 +13,7 @@ use kproxy_modes::model::{DesiredState, IpFamily};
 
 use crate::{
     desired,
+    events::{EventSink, InvalidServices},
     health::{ProxyHealth, service::ServiceHealthServer},
     metrics::Metrics,
     source::{Event, Object},
@@ -47,6 +48,9 @@ pub struct Observer {
     in_flight: Vec<SystemTime>,
     /// Changes older than kproxy are not its programming latency (upstream ignores them too).
     started: Option<SystemTime>,
+    /// Where `InvalidService` events go; none: not reported.
+    events: Option<Arc<dyn EventSink>>,
+    invalid: InvalidServices,
 }
 
 impl Observer {
@@ -63,6 +67,12 @@ impl Observer {
             started: started.or_else(|| Some(SystemTime::now())),
             ..Self::default()
         }
+    }
+
+    /// Reports Services skipped as invalid to `sink`, once per Service and reason.
+    pub fn with_events(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.events = Some(sink);
+        self
     }
 
     /// Notes one source event before the tracker applies it.
@@ -115,6 +125,10 @@ impl Observer {
     /// The tracker's state was taken for a sync: pending changes are no longer pending.
     pub fn taken(&mut self, state: &DesiredState) {
         self.families = state.families.iter().map(|f| f.family).collect();
+        // Skips depend on the objects only, not on the sync's outcome: report them here.
+        if let Some(sink) = &self.events {
+            self.invalid.observe(state, sink.as_ref());
+        }
         self.pending.services.clear();
         self.pending.endpoints.clear();
         self.in_flight.append(&mut self.pending.triggers);

@@ -10,7 +10,7 @@ use axum::{
     Router,
     body::{Body, Bytes},
     extract::{Query, State},
-    http::{StatusCode, Uri, header},
+    http::{Method, StatusCode, Uri, header},
     response::Response,
 };
 use serde_json::{Value, json};
@@ -38,9 +38,14 @@ impl Selectors {
 
 async fn handle(
     State(sh): State<Arc<Shared>>,
+    method: Method,
     uri: Uri,
     Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
 ) -> Response {
+    if let Some(namespace) = events_namespace(uri.path()) {
+        return record_event(&sh, &method, namespace, &body);
+    }
     let Some(res) = Res::from_path(uri.path()) else {
         return status(
             404,
@@ -77,6 +82,35 @@ async fn handle(
     } else {
         list(&sh, res, &sel, &q)
     }
+}
+
+/// `{ns}` of /apis/events.k8s.io/v1/namespaces/{ns}/events[/{name}].
+fn events_namespace(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/apis/events.k8s.io/v1/namespaces/")?;
+    let (ns, rest) = rest.split_once('/')?;
+    (rest == "events" || rest.starts_with("events/")).then_some(ns)
+}
+
+/// POST creates an event, PATCH (kube's Recorder merge-patching a repeated event into a
+/// series) updates one; both are recorded as received and echoed back, as the server would.
+fn record_event(sh: &Shared, method: &Method, namespace: &str, body: &[u8]) -> Response {
+    let Ok(mut event) = serde_json::from_slice::<Value>(body) else {
+        return status(400, "BadRequest", "the event is not JSON");
+    };
+    let code = match *method {
+        Method::POST => StatusCode::CREATED,
+        Method::PATCH => StatusCode::OK,
+        _ => return status(405, "MethodNotAllowed", "only POST and PATCH of events"),
+    };
+    let mut st = sh.state.lock().unwrap();
+    st.rv += 1;
+    event["metadata"]["resourceVersion"] = Value::String(st.rv.to_string());
+    st.events.push(super::RecordedEvent {
+        method: method.to_string(),
+        namespace: namespace.to_owned(),
+        event: event.clone(),
+    });
+    json_response(code, Body::from(event.to_string()))
 }
 
 fn list(sh: &Shared, res: Res, sel: &Selectors, q: &HashMap<String, String>) -> Response {

@@ -97,6 +97,15 @@ pub struct Request {
 
 type Key = (Res, String, String);
 
+/// An events.k8s.io/v1 Event as a client sent it.
+#[derive(Clone, Debug)]
+pub struct RecordedEvent {
+    /// POST (created) or PATCH (a repeat, updating the series).
+    pub method: String,
+    pub namespace: String,
+    pub event: Value,
+}
+
 struct State {
     rv: u64,
     objects: BTreeMap<Key, Value>,
@@ -109,6 +118,7 @@ struct State {
     next_token: u64,
     requests: Vec<Request>,
     serve_service_cidrs: bool,
+    events: Vec<RecordedEvent>,
 }
 
 struct Shared {
@@ -137,7 +147,20 @@ impl ApiServer {
         Self::start_with(false).await
     }
 
+    /// A server on a listener the test bound itself, e.g. inside a network namespace (a socket
+    /// stays in the namespace it was created in, whichever thread serves it).
+    pub async fn start_on(listener: std::net::TcpListener) -> ApiServer {
+        listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        Self::serve(listener, true)
+    }
+
     async fn start_with(serve_service_cidrs: bool) -> ApiServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, serve_service_cidrs)
+    }
+
+    fn serve(listener: tokio::net::TcpListener, serve_service_cidrs: bool) -> ApiServer {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 rv: 100,
@@ -149,12 +172,12 @@ impl ApiServer {
                 next_token: 0,
                 requests: Vec::new(),
                 serve_service_cidrs,
+                events: Vec::new(),
             }),
             changes: broadcast::channel(1024).0,
             drops: watch::channel(0).0,
             open_watches: AtomicUsize::new(0),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = http::router(shared.clone());
         let task = tokio::spawn(async move {
@@ -262,6 +285,11 @@ impl ApiServer {
 
     pub fn resource_version(&self) -> u64 {
         self.state().rv
+    }
+
+    /// Events received, oldest first.
+    pub fn events(&self) -> Vec<RecordedEvent> {
+        self.state().events.clone()
     }
 
     pub fn requests(&self) -> Vec<Request> {
