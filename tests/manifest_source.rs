@@ -233,10 +233,10 @@ fn into_events_always_replaces_every_kind_even_when_empty() {
     assert_eq!(
         loaded.into_events(),
         [
+            Event::Replace(Kind::ServiceCidr, vec![]),
             Event::Replace(Kind::Service, vec![]),
             Event::Replace(Kind::EndpointSlice, vec![]),
             Event::Replace(Kind::Node, vec![]),
-            Event::Replace(Kind::ServiceCidr, vec![]),
         ]
     );
     let events = load(&data("valid")).unwrap().into_events();
@@ -253,10 +253,10 @@ fn into_events_always_replaces_every_kind_even_when_empty() {
     assert_eq!(
         counts,
         [
+            (Kind::ServiceCidr, 0),
             (Kind::Service, 3),
             (Kind::EndpointSlice, 2),
             (Kind::Node, 2),
-            (Kind::ServiceCidr, 0)
         ]
     );
 }

@@ -62,17 +62,20 @@ impl LoadedManifests {
         fn objects<T>(items: Vec<T>, wrap: fn(Box<T>) -> Object) -> Vec<Object> {
             items.into_iter().map(|item| wrap(Box::new(item))).collect()
         }
+        // ServiceCIDRs first: the tracker is ready once Services, slices and the Node are listed,
+        // and the agent may sync between two events of one load; a ServiceCIDR arriving after
+        // that first sync would leave the service-range DROP rule out until the next one.
         vec![
+            Event::Replace(
+                Kind::ServiceCidr,
+                objects(self.service_cidrs, Object::ServiceCidr),
+            ),
             Event::Replace(Kind::Service, objects(self.services, Object::Service)),
             Event::Replace(
                 Kind::EndpointSlice,
                 objects(self.endpoint_slices, Object::EndpointSlice),
             ),
             Event::Replace(Kind::Node, objects(self.nodes, Object::Node)),
-            Event::Replace(
-                Kind::ServiceCidr,
-                objects(self.service_cidrs, Object::ServiceCidr),
-            ),
         ]
     }
 }

@@ -30,10 +30,10 @@ fn start(path: &Path) -> Watcher {
 async fn next_load(rx: &mut Receiver<Event>) -> Vec<Service> {
     let mut services = Vec::new();
     for want in [
+        Kind::ServiceCidr,
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Node,
-        Kind::ServiceCidr,
     ] {
         let event = timeout(DEADLINE, rx.recv()).await;
         let event = event
