@@ -61,10 +61,15 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("kproxy: wrote configuration to {}", path.display());
                 return Ok(());
             }
-            let mut mode = make_mode(&cfg)?;
             if cli.flags.cleanup.unwrap_or(false) {
-                return agent::cleanup(mode.as_mut()).context("cleanup");
+                // As upstream: whatever mode is configured, every mode's leftovers go, so a node
+                // that switched modes keeps nothing of the old one.
+                for mut mode in every_mode() {
+                    agent::cleanup(mode.as_mut()).context("cleanup")?;
+                }
+                return Ok(());
             }
+            let mode = make_mode(&cfg)?;
             let opts = options::proxy_options(&cfg);
             tracing::info!(node = %opts.node_name, mode = %cfg.proxy_mode(), "starting kproxy");
             let periods = agent::Periods {
@@ -164,6 +169,13 @@ fn make_mode(cfg: &KubeProxyConfiguration) -> Result<Box<dyn Mode + Send>> {
         ProxyMode::Nftables => Ok(Box::new(NftablesMode::with_exec(Exec::new()))),
         other => bail!("proxy mode {other} is not available in this build yet"),
     }
+}
+
+/// One instance of every mode this build has (for `--cleanup`).
+fn every_mode() -> Vec<Box<dyn Mode + Send>> {
+    use kproxy_dataplane::nft::Exec;
+    use kproxy_modes::nftables::NftablesMode;
+    vec![Box::new(NftablesMode::with_exec(Exec::new()))]
 }
 
 async fn shutdown_signal() {
