@@ -1,6 +1,11 @@
 //! Deleting conntrack entries by filter: the [`ConntrackClient`] trait, [`ConntrackNetlink`]
-//! (ctnetlink, what kproxy uses) and [`ConntrackCli`] (runs `conntrack -D` from conntrack-tools,
-//! kept for hosts where a netlink socket is not wanted and as a reference in tests).
+//! (ctnetlink, what kproxy uses) and [`ConntrackCli`] (runs `conntrack -D` from conntrack-tools;
+//! kept as a second implementation of the same filter, nothing in kproxy runs it).
+//!
+//! Why netlink rather than the CLI: no conntrack-tools binary needed on the node, one table dump
+//! per family for all the filters of a sync (the CLI dumps once per filter, i.e. per stale
+//! endpoint and VIP), and kernel errors arrive as errnos instead of text on stderr. The messages
+//! come from `netlink-packet-netfilter` (see `wire.rs`), the socket from `netlink-sys`.
 //!
 //! The kernel's ctnetlink delete takes one exact tuple (or flushes everything), so a filtered
 //! delete is a dump of the family's table, a match in user space and one delete per matching

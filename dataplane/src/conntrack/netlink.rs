@@ -170,19 +170,18 @@ impl Conn {
     ) -> Result<u32, ConntrackError> {
         self.seq += 1;
         let bytes = build(self.seq);
-        self.socket
-            .send(&bytes, 0)
+        retry_interrupted(|| self.socket.send(&bytes, 0))
             .map_err(|e| ConntrackError::netlink(op, e))?;
         Ok(self.seq)
     }
 
     /// The answers to request `seq` in the next datagram.
     fn recv(&mut self, op: &'static str, seq: u32) -> Result<Vec<Answer>, ConntrackError> {
-        self.buf.clear();
-        let n = self
-            .socket
-            .recv(&mut self.buf, MSG_TRUNC)
-            .map_err(|e| ConntrackError::netlink(op, e))?;
+        let n = retry_interrupted(|| {
+            self.buf.clear();
+            self.socket.recv(&mut self.buf, MSG_TRUNC)
+        })
+        .map_err(|e| ConntrackError::netlink(op, e))?;
         if n > self.buf.len() {
             let message = format!("a {n}-byte datagram did not fit in {RECV_BUF} bytes");
             return Err(ConntrackError::Decode { op, message });
@@ -233,6 +232,17 @@ impl Conn {
                     _ => {}
                 }
             }
+        }
+    }
+}
+
+/// A signal arriving during a blocking socket call (the agent handles SIGTERM) is not a failure
+/// of the call: it is made again.
+fn retry_interrupted<T>(mut call: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    loop {
+        match call() {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
         }
     }
 }
