@@ -1,7 +1,7 @@
-//! ctnetlink bytes written out by hand (layout from include/uapi/linux/netfilter/
-//! nfnetlink_conntrack.h; the values are the ones `conntrack -D -p udp --orig-dst 172.30.0.47
-//! --orig-port-dst 53 --zone 7` sends for the entry of the IP plan below), not produced by the
-//! crate under test, so encoder and decoder are each checked against an independent source.
+//! ctnetlink bytes written out by hand from the layout in include/uapi/linux/netfilter/
+//! nfnetlink_conntrack.h and nfnetlink.h (not captured with nlmon), not produced by the crate
+//! under test, so encoder and decoder are each checked against an independent source;
+//! dataplane/tests/conntrack_netlink.rs checks them against the kernel.
 //!
 //! IP plan: client 10.0.0.2:40000 -> VIP 172.30.0.47:53, DNATed to endpoint 10.180.0.1:5353.
 
