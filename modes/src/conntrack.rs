@@ -169,8 +169,14 @@ impl ConntrackHygiene {
     /// Call once the kernel holds `desired` (never after a failed apply: the flows would be
     /// deleted while the old rules could still recreate them, and `known` would be wrong).
     pub fn after_sync(&mut self, desired: &DesiredState, changes: &ChangeSet) {
-        for filter in plan(&mut self.known, desired, changes) {
-            match self.client.delete(&filter) {
+        let filters = plan(&mut self.known, desired, changes);
+        if filters.is_empty() {
+            return;
+        }
+        // All at once: the netlink client reads the conntrack table once per call, not per filter.
+        let results = self.client.delete_each(&filters);
+        for (filter, result) in filters.iter().zip(results) {
+            match result {
                 Ok(n) => {
                     self.deleted += n;
                     if n > 0 {

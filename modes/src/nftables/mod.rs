@@ -8,7 +8,7 @@ pub mod render;
 use std::net::IpAddr;
 
 use kproxy_dataplane::{
-    conntrack::ConntrackCli,
+    conntrack::ConntrackNetlink,
     nft::{Exec, Family, NftClient},
 };
 
@@ -42,8 +42,8 @@ impl NftablesMode<Exec> {
     pub fn with_exec(exec: Exec) -> Self {
         let netns = exec.netns().map(str::to_owned);
         let conntrack = match &netns {
-            Some(ns) => ConntrackCli::new().in_netns(ns),
-            None => ConntrackCli::new(),
+            Some(ns) => ConntrackNetlink::new().in_netns(ns),
+            None => ConntrackNetlink::new(),
         };
         let addrs: AddrSource = Box::new(move || {
             kproxy_dataplane::addrs::local_addresses(netns.as_deref()).map_err(|e| e.to_string())

@@ -1,34 +1,14 @@
-//! Deleting conntrack entries by filter: [`ConntrackClient`] and [`ConntrackCli`], the
-//! implementation that runs the `conntrack` binary (conntrack-tools).
-//!
-//! Why the CLI and not netlink (for now): the kernel's ctnetlink delete takes one exact tuple
-//! (or flushes everything), so a filtered delete is a dump, a match in user space and one delete
-//! per entry. Whether `netlink-packet-netfilter` has conntrack messages at its current version
-//! was not checked (it is not in this tree), and hand-building those messages with `netlink-sys`
-//! did not fit the time this was written in. `conntrack -D` does exactly that dump-match-delete. A netlink client
-//! behind the same [`ConntrackClient`] trait is a follow-up; callers do not change.
+//! [`ConntrackCli`]: deletes through the `conntrack` binary (conntrack-tools), which does the same
+//! dump, match and delete as [`super::ConntrackNetlink`] in its own process.
 
 use std::{
-    net::IpAddr,
     path::PathBuf,
     process::{Command, Output},
 };
 
-/// The layer-3 family of the entries a filter selects (conntrack defaults to IPv4 otherwise).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum L3 {
-    Ipv4,
-    Ipv6,
-}
+use super::{ConntrackClient, ConntrackError, FlowFilter, L3};
 
 impl L3 {
-    pub fn of(ip: &IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(_) => L3::Ipv4,
-            IpAddr::V6(_) => L3::Ipv6,
-        }
-    }
-
     fn cli(self) -> &'static str {
         match self {
             L3::Ipv4 => "ipv4",
@@ -37,65 +17,7 @@ impl L3 {
     }
 }
 
-/// Selects UDP conntrack entries: every field that is set must match. At least one address or
-/// port must be set, so a filter can never select all UDP entries of a family (kube-proxy must
-/// not flush other programs' flows, at start-up or ever).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FlowFilter {
-    pub l3: L3,
-    /// Destination address of the original direction (a Service VIP).
-    pub orig_dst: Option<IpAddr>,
-    /// Destination port of the original direction (the Service port or NodePort).
-    pub orig_dst_port: Option<u16>,
-    /// Source address of the reply direction: the endpoint the flow was DNATed to.
-    pub reply_src: Option<IpAddr>,
-    pub reply_src_port: Option<u16>,
-}
-
 impl FlowFilter {
-    /// UDP flows to `vip:port` (original direction), whatever they were DNATed to.
-    pub fn udp_to(vip: IpAddr, port: u16) -> Self {
-        Self {
-            l3: L3::of(&vip),
-            orig_dst: Some(vip),
-            orig_dst_port: Some(port),
-            reply_src: None,
-            reply_src_port: None,
-        }
-    }
-
-    /// UDP flows to destination port `port` on any address (a NodePort).
-    pub fn udp_to_port(l3: L3, port: u16) -> Self {
-        Self {
-            l3,
-            orig_dst: None,
-            orig_dst_port: Some(port),
-            reply_src: None,
-            reply_src_port: None,
-        }
-    }
-
-    /// Narrows the filter to flows DNATed to `endpoint ip:port` (their reply source).
-    pub fn dnated_to(mut self, ip: IpAddr, port: u16) -> Self {
-        self.reply_src = Some(ip);
-        self.reply_src_port = Some(port);
-        self
-    }
-
-    fn is_bounded(&self) -> bool {
-        self.orig_dst.is_some()
-            || self.orig_dst_port.is_some()
-            || self.reply_src.is_some()
-            || self.reply_src_port.is_some()
-    }
-
-    fn family_consistent(&self) -> bool {
-        [self.orig_dst, self.reply_src]
-            .iter()
-            .flatten()
-            .all(|ip| L3::of(ip) == self.l3)
-    }
-
     /// The `conntrack -D` arguments for this filter.
     pub fn cli_args(&self) -> Vec<String> {
         let mut args: Vec<String> = ["-D", "-f", self.l3.cli(), "-p", "udp"]
@@ -116,27 +38,6 @@ impl FlowFilter {
         );
         args
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConntrackError {
-    #[error("refusing a conntrack filter that selects every UDP entry: {0:?}")]
-    Unbounded(FlowFilter),
-    #[error("conntrack filter mixes address families: {0:?}")]
-    MixedFamilies(FlowFilter),
-    #[error("running {program}: {source}")]
-    Spawn {
-        program: String,
-        source: std::io::Error,
-    },
-    #[error("conntrack failed ({status}): {stderr}")]
-    Failed { status: String, stderr: String },
-}
-
-/// Deletes conntrack entries.
-pub trait ConntrackClient {
-    /// Deletes the entries `filter` selects and returns how many; none matching is `Ok(0)`.
-    fn delete(&self, filter: &FlowFilter) -> Result<u64, ConntrackError>;
 }
 
 /// Runs the `conntrack` binary, optionally inside a named network namespace (`ip netns exec`).
@@ -189,12 +90,7 @@ impl ConntrackCli {
 
 impl ConntrackClient for ConntrackCli {
     fn delete(&self, filter: &FlowFilter) -> Result<u64, ConntrackError> {
-        if !filter.is_bounded() {
-            return Err(ConntrackError::Unbounded(filter.clone()));
-        }
-        if !filter.family_consistent() {
-            return Err(ConntrackError::MixedFamilies(filter.clone()));
-        }
+        filter.validate()?;
         let (mut cmd, program) = self.command();
         let out = cmd
             .args(filter.cli_args())
