@@ -1,5 +1,5 @@
 //! [`ConntrackNetlink`] against the kernel: real UDP (and one TCP) conntrack entries in a
-//! network namespace the test makes, deleted by filter. Needs root (skipped otherwise), `ip`,
+//! network namespace the test makes, deleted by filter and exactly. Needs root (skipped otherwise), `ip`,
 //! `nft` and `python3`; `conntrack` (the CLI) too, as an independent view of what is left.
 //!
 //! IP plan, all on `lo` of one namespace (10.1.0.0/24 is local there):
@@ -179,6 +179,18 @@ fn deletes_exactly_the_udp_flows_a_filter_selects() {
         tcp.len() == 1 && tcp[0].orig.dst_port == Some(53),
         "the TCP flow to the VIP stays: {tcp:?}"
     );
+
+    // Exact deletes of listed entries: the second delete of the same entry finds it gone, and
+    // the TCP entry is refused, not deleted.
+    let listed = ct.list(L3::Ipv4).unwrap();
+    let e41002 = listed.iter().find(|e| e.orig.src_port == Some(41002));
+    let doomed = [e41002.unwrap().clone(), tcp[0].clone()];
+    let first = ct.delete_entries(L3::Ipv4, &doomed);
+    assert!(matches!(first[..], [Ok(true), Err(_)]), "{first:?}");
+    let again = ct.delete_entries(L3::Ipv4, &doomed[..1]);
+    assert!(matches!(again[..], [Ok(false)]), "{again:?}");
+    assert_eq!(udp_sports(&ct, L3::Ipv4), [41003].into());
+    assert_eq!(tcp_entries(&ct).len(), 1, "TCP is never deleted");
 }
 
 /// A namespace that does not exist is an error naming it, not a delete in the caller's.

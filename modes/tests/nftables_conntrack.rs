@@ -92,8 +92,14 @@ fn flows(node: &Netns, sport: u16) -> Vec<String> {
 }
 
 fn dns(cluster_ip: &str, endpoint: &str) -> ServicePort {
+    dns_to(cluster_ip, &[endpoint])
+}
+
+fn dns_to(cluster_ip: &str, endpoints: &[&str]) -> ServicePort {
     let name = format!("dns-{}", cluster_ip.rsplit('.').next().unwrap());
-    let eps = vec![ep(&format!("{endpoint}:53"), false)];
+    let eps = (endpoints.iter())
+        .map(|e| ep(&format!("{e}:53"), false))
+        .collect();
     port("ns", &name, "dns", Protocol::Udp, cluster_ip, 53, eps)
 }
 
@@ -135,9 +141,11 @@ fn udp_client_leaves_a_removed_endpoint_within_one_sync() {
         "control: without cleanup the kept flow should still reach the removed endpoint"
     );
 
-    // The real mode (as the binary builds it): its first sync only records.
+    // The real mode (as the binary builds it). Its first sync reconciles the table: E1 is an
+    // endpoint of .47 again, so the control's kept flow is live and must stay.
     let mut mode = NftablesMode::with_exec(exec());
     let svc = dns("172.30.0.48", E1);
+    let sp = dns_to("172.30.0.47", &[E1, E2]);
     desired = v4(vec![sp.clone(), svc.clone()]);
     mode.sync(&desired, &ChangeSet::full()).unwrap();
     assert_eq!(first_reply(&bed.pod, 40001, "172.30.0.48"), E1);
@@ -193,4 +201,50 @@ fn startup_and_restart_leave_udp_flows_alone() {
     );
     // The Service flow still goes to E1: the entry itself survived, not a new one.
     assert_eq!(first_reply(&bed.pod, 40011, "172.30.0.49"), E1);
+}
+
+/// A restart while an endpoint went away. Steps: a first process programs UDP Service .51 with
+/// E1 and E2; a client flow (fixed source port) is DNATed to one of them, G. A second Service
+/// .52 is added with G alone and gets a flow of its own. Then a new process (fresh hygiene,
+/// nothing known) syncs a state where .51 lost G: its first sync must delete the .51 flow
+/// (the client's next datagram reaches the remaining endpoint), and only that one: the .52
+/// flow to the same G stays.
+///
+/// Without the reconcile this fails: the fresh process has nothing to diff against, so the
+/// kept .51 entry would go on DNATing to G (whose server stays up and answers) until its
+/// conntrack timeout, as the control of `udp_client_leaves_a_removed_endpoint_within_one_sync`
+/// shows for a mode that deletes nothing.
+#[test]
+fn restart_deletes_flows_to_an_endpoint_that_went_while_down() {
+    let Some(bed) = bed() else { return };
+    let exec = || Exec::new().in_netns(&bed.node.name);
+    let mut before = NftablesMode::with_exec(exec());
+    let both = dns_to("172.30.0.51", &[E1, E2]);
+    before
+        .sync(&v4(vec![both.clone()]), &ChangeSet::full())
+        .unwrap();
+    let gone = first_reply(&bed.pod, 40020, "172.30.0.51");
+    let remaining = if gone == E1 { E2 } else { E1 };
+    let other = dns("172.30.0.52", &gone);
+    let desired = v4(vec![both, other.clone()]);
+    before.sync(&desired, &changed(&other)).unwrap();
+    assert_eq!(first_reply(&bed.pod, 40021, "172.30.0.52"), gone);
+    drop(before);
+
+    let mut restarted = NftablesMode::with_exec(exec());
+    let desired = v4(vec![dns("172.30.0.51", remaining), other]);
+    restarted.sync(&desired, &ChangeSet::full()).unwrap();
+    let hygiene = restarted.conntrack().unwrap();
+    assert_eq!((hygiene.deleted(), hygiene.failures()), (1, 0));
+    // Checked before any new datagram, so a deleted entry could not have been recreated.
+    let kept = flows(&bed.node, 40021);
+    assert!(
+        kept.len() == 1 && kept[0].contains(&format!("src={gone} ")),
+        "the .52 flow to its live endpoint must stay: {kept:?}"
+    );
+    assert_eq!(
+        first_reply(&bed.pod, 40020, "172.30.0.51"),
+        remaining,
+        "after the restart's first sync the client must reach the remaining endpoint"
+    );
 }

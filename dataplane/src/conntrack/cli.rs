@@ -6,7 +6,7 @@ use std::{
     process::{Command, Output},
 };
 
-use super::{ConntrackClient, ConntrackError, FlowFilter, L3};
+use super::{ConntrackClient, ConntrackError, Entry, FlowFilter, L3};
 
 impl L3 {
     fn cli(self) -> &'static str {
@@ -98,6 +98,26 @@ impl ConntrackClient for ConntrackCli {
             .map_err(|source| ConntrackError::Spawn { program, source })?;
         interpret(&out)
     }
+
+    // Listing would mean parsing `conntrack -L` text, and an exact delete by the CLI cannot
+    // carry the entry's id; this client is kept for comparing filters, so it does neither.
+    fn list(&self, _l3: L3) -> Result<Vec<Entry>, ConntrackError> {
+        Err(unsupported("list entries"))
+    }
+
+    fn delete_entries(&self, _l3: L3, entries: &[Entry]) -> Vec<Result<bool, ConntrackError>> {
+        entries
+            .iter()
+            .map(|_| Err(unsupported("delete exact entries")))
+            .collect()
+    }
+}
+
+fn unsupported(op: &'static str) -> ConntrackError {
+    ConntrackError::Unsupported {
+        client: "the conntrack CLI client",
+        op,
+    }
 }
 
 /// `conntrack -D` exits 1 when nothing matched ("0 flow entries have been deleted."): that is
@@ -172,5 +192,15 @@ mod tests {
         // A bounded filter reaches the (missing) binary: the spawn error says so.
         let ok = FlowFilter::udp_to("10.0.0.1".parse().unwrap(), 53);
         assert!(matches!(cli.delete(&ok), Err(ConntrackError::Spawn { .. })));
+    }
+
+    #[test]
+    fn listing_and_exact_deletes_are_unsupported_not_silently_empty() {
+        let cli = ConntrackCli::new().with_binary("/nonexistent/conntrack");
+        let unsupported = |e: &ConntrackError| matches!(e, ConntrackError::Unsupported { .. });
+        assert!(cli.list(L3::Ipv4).is_err_and(|e| unsupported(&e)));
+        let results = cli.delete_entries(L3::Ipv4, &[Entry::default(), Entry::default()]);
+        assert_eq!(results.len(), 2);
+        assert!(results.iter().all(|r| r.as_ref().is_err_and(unsupported)));
     }
 }

@@ -146,6 +146,15 @@ pub enum ConntrackError {
     },
     #[error("conntrack netlink {op}: undecodable answer: {message}")]
     Decode { op: &'static str, message: String },
+    /// An exact delete of an entry kproxy must never touch: not UDP, or not of the family
+    /// named with it.
+    #[error("refusing to delete a conntrack entry that is not UDP of {l3:?}: {entry:?}")]
+    Foreign { l3: L3, entry: Box<Entry> },
+    #[error("{client} cannot {op}")]
+    Unsupported {
+        client: &'static str,
+        op: &'static str,
+    },
 }
 
 impl ConntrackError {
@@ -189,7 +198,19 @@ impl ConntrackError {
     }
 }
 
-/// Deletes conntrack entries.
+/// Whether `entry` is one kproxy may delete when listed from family `l3`: a UDP entry of it.
+pub fn check_entry(l3: L3, entry: &Entry) -> Result<(), ConntrackError> {
+    let orig = &entry.orig;
+    if orig.proto == Some(IPPROTO_UDP) && orig.dst.is_some_and(|ip| L3::of(&ip) == l3) {
+        return Ok(());
+    }
+    Err(ConntrackError::Foreign {
+        l3,
+        entry: Box::new(entry.clone()),
+    })
+}
+
+/// Lists and deletes conntrack entries.
 pub trait ConntrackClient {
     /// Deletes the entries `filter` selects and returns how many; none matching is `Ok(0)`.
     fn delete(&self, filter: &FlowFilter) -> Result<u64, ConntrackError>;
@@ -200,6 +221,15 @@ pub trait ConntrackClient {
     fn delete_each(&self, filters: &[FlowFilter]) -> Vec<Result<u64, ConntrackError>> {
         filters.iter().map(|f| self.delete(f)).collect()
     }
+
+    /// Every conntrack entry of family `l3` (any protocol), for a caller that decides itself
+    /// which are stale.
+    fn list(&self, l3: L3) -> Result<Vec<Entry>, ConntrackError>;
+
+    /// Deletes exactly these entries (as [`Self::list`] returned them from family `l3`; UDP
+    /// only, see [`check_entry`]): one result per entry, `Ok(false)` when it was gone already
+    /// or has been recreated since the listing (a new entry is DNATed by the current rules).
+    fn delete_entries(&self, l3: L3, entries: &[Entry]) -> Vec<Result<bool, ConntrackError>>;
 }
 
 #[cfg(test)]

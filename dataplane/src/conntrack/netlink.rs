@@ -15,7 +15,7 @@ use nix::{
 };
 
 use super::{
-    ConntrackClient, ConntrackError, Entry, FlowFilter, L3,
+    ConntrackClient, ConntrackError, Entry, FlowFilter, L3, check_entry,
     wire::{self, Answer},
 };
 
@@ -45,14 +45,6 @@ impl ConntrackNetlink {
     pub fn in_netns_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.netns = Some(path.into());
         self
-    }
-
-    /// Every conntrack entry of family `l3` (any protocol).
-    pub fn list(&self, l3: L3) -> Result<Vec<Entry>, ConntrackError> {
-        let mut conn = self.connect()?;
-        let mut out = Vec::new();
-        conn.dump(l3, |e| out.push(e))?;
-        Ok(out)
     }
 
     fn connect(&self) -> Result<Conn, ConntrackError> {
@@ -121,6 +113,30 @@ impl ConntrackClient for ConntrackNetlink {
             }
         }
         results
+    }
+
+    fn list(&self, l3: L3) -> Result<Vec<Entry>, ConntrackError> {
+        let mut conn = self.connect()?;
+        let mut out = Vec::new();
+        conn.dump(l3, |e| out.push(e))?;
+        Ok(out)
+    }
+
+    fn delete_entries(&self, l3: L3, entries: &[Entry]) -> Vec<Result<bool, ConntrackError>> {
+        let checked: Vec<_> = entries.iter().map(|e| check_entry(l3, e)).collect();
+        if checked.iter().all(Result::is_err) {
+            return checked.into_iter().map(|r| r.map(|()| false)).collect();
+        }
+        let mut conn = match self.connect() {
+            Ok(c) => c,
+            Err(e) => {
+                let fail = |r: Result<(), _>| r.and(Err(e.shared()));
+                return checked.into_iter().map(fail).collect();
+            }
+        };
+        (entries.iter().zip(checked))
+            .map(|(entry, ok)| ok.and_then(|()| conn.delete(l3, entry)))
+            .collect()
     }
 }
 

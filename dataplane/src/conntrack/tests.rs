@@ -67,3 +67,29 @@ fn netlink_client_refuses_bad_filters_before_opening_a_socket() {
         );
     }
 }
+
+#[test]
+fn exact_deletes_refuse_tcp_and_other_family_entries_before_opening_a_socket() {
+    let client = ConntrackNetlink::new().in_netns_path("/nonexistent/netns");
+    let mut tcp = entry();
+    tcp.orig.proto = Some(6);
+    let udp = entry();
+    // Only foreign entries: refused without reaching the (missing) namespace.
+    let results = client.delete_entries(L3::Ipv4, &[tcp.clone(), udp.clone()][..1]);
+    assert!(matches!(results[0], Err(ConntrackError::Foreign { .. })));
+    let results = client.delete_entries(L3::Ipv6, std::slice::from_ref(&udp));
+    assert!(
+        matches!(results[0], Err(ConntrackError::Foreign { .. })),
+        "a v4 entry named as v6"
+    );
+    assert!(client.delete_entries(L3::Ipv4, &[]).is_empty());
+    // With a UDP entry among them the socket is needed: it fails with the namespace error,
+    // while the TCP entry keeps its refusal.
+    let results = client.delete_entries(L3::Ipv4, &[tcp, udp]);
+    assert!(matches!(results[0], Err(ConntrackError::Foreign { .. })));
+    assert!(
+        matches!(&results[1], Err(e @ ConntrackError::Netns { .. }) if e.errno() == Some(2)),
+        "{:?}",
+        results[1]
+    );
+}

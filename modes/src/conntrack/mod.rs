@@ -3,19 +3,26 @@
 //!
 //! UDP has no connection end, so a client that keeps sending from one source port keeps its
 //! conntrack entry alive, and with it the DNAT to whatever endpoint the first packet chose, even
-//! after the rules no longer list that endpoint. So after every successful sync, for each changed
-//! UDP Service port in each family:
+//! after the rules no longer list that endpoint. So after every successful sync but the first,
+//! for each changed UDP Service port in each family:
 //! - an endpoint that went away (was usable, is not any more): delete the flows to each of the
 //!   port's VIPs (cluster IP, external IPs, LB IPs at the Service port, and the NodePort on any
 //!   address) that were DNATed to exactly that endpoint;
 //! - a port that had no usable endpoint and now has one: delete the flows to its VIPs, which
 //!   were cached while there was no endpoint to DNAT to.
 //!
-//! Nothing else is ever deleted. In particular the first sync of a process (start-up, restart)
-//! only records the state: the previous process's state is unknown, and "unknown" must not read
-//! as "no endpoints", which would delete the live flows of every UDP Service on a restart.
-//! Deletion failures are logged and counted, never a sync failure: the rules are already right,
-//! and a stale flow expires with its conntrack timeout.
+//! That diff needs the previous state, which the first sync of a process (start-up, restart)
+//! does not have, and "unknown" must not read as "no endpoints", which would delete the live
+//! flows of every UDP Service on a restart. So the first sync instead reads the kernel's table
+//! (one dump per family that has a UDP port with endpoints) and deletes each UDP flow to a
+//! served Service port that was DNATed elsewhere than to one of its endpoints ([`reconcile()`],
+//! upstream's `CleanStaleEntries`): the endpoints that went while no kproxy was running. The
+//! dump costs a pass over the whole table, so later syncs keep the cheap diff.
+//!
+//! Nothing else is ever deleted. Deletion failures are logged and counted, never a sync
+//! failure: the rules are already right, and a stale flow expires with its conntrack timeout.
+
+mod reconcile;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -23,6 +30,7 @@ use std::{
 };
 
 use kproxy_dataplane::conntrack::{ConntrackClient, FlowFilter, L3};
+pub use reconcile::{Targets, reconcile};
 
 use crate::model::{ChangeSet, DesiredState, IpFamily, Protocol, ServicePort, ServicePortName};
 
@@ -169,6 +177,9 @@ impl ConntrackHygiene {
     /// Call once the kernel holds `desired` (never after a failed apply: the flows would be
     /// deleted while the old rules could still recreate them, and `known` would be wrong).
     pub fn after_sync(&mut self, desired: &DesiredState, changes: &ChangeSet) {
+        if self.known.is_none() {
+            self.reconcile_table(desired);
+        }
         let filters = plan(&mut self.known, desired, changes);
         if filters.is_empty() {
             return;
@@ -191,6 +202,44 @@ impl ConntrackHygiene {
         }
     }
 
+    /// Deletes the stale UDP entries the kernel's table holds (see [`reconcile()`]), per family.
+    fn reconcile_table(&mut self, desired: &DesiredState) {
+        for state in &desired.families {
+            let targets = Targets::of(desired, state.family);
+            if targets.is_empty() {
+                continue;
+            }
+            let l3 = l3(state.family);
+            let entries = match self.client.list(l3) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    self.failures += 1;
+                    tracing::warn!(error = %e, ?l3, "listing UDP conntrack flows failed");
+                    continue;
+                }
+            };
+            let stale: Vec<_> = entries
+                .into_iter()
+                .filter(|e| targets.is_stale(e))
+                .collect();
+            let results = self.client.delete_entries(l3, &stale);
+            for (entry, result) in stale.iter().zip(results) {
+                match result {
+                    Ok(true) => {
+                        self.deleted += 1;
+                        tracing::debug!(?entry, "deleted a stale UDP conntrack flow");
+                    }
+                    // Gone since the dump (expired, or recreated through the current rules).
+                    Ok(false) => {}
+                    Err(e) => {
+                        self.failures += 1;
+                        tracing::warn!(error = %e, ?entry, "deleting a stale UDP conntrack flow failed");
+                    }
+                }
+            }
+        }
+    }
+
     /// Deletions that failed since start (each logged).
     pub fn failures(&self) -> u64 {
         self.failures
@@ -203,5 +252,4 @@ impl ConntrackHygiene {
 }
 
 #[cfg(test)]
-#[path = "conntrack_tests.rs"]
 mod tests;

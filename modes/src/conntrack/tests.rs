@@ -6,20 +6,22 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use kproxy_dataplane::conntrack::{ConntrackClient, ConntrackError, FlowFilter, L3};
+use kproxy_dataplane::conntrack::{
+    ConntrackClient, ConntrackError, Entry, FlowFilter, FlowTuple, IPPROTO_UDP, L3,
+};
 
 use super::*;
 use crate::model::*;
 
-fn ip(s: &str) -> IpAddr {
+pub(super) fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn sa(s: &str) -> SocketAddr {
+pub(super) fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-fn endpoint(addr: &str) -> Endpoint {
+pub(super) fn endpoint(addr: &str) -> Endpoint {
     Endpoint {
         addr: sa(addr),
         is_local: false,
@@ -31,7 +33,7 @@ fn endpoint(addr: &str) -> Endpoint {
     }
 }
 
-fn sp(name: &str, proto: Protocol, eps: &[&str]) -> ServicePort {
+pub(super) fn sp(name: &str, proto: Protocol, eps: &[&str]) -> ServicePort {
     let eps: Vec<Endpoint> = eps.iter().map(|e| endpoint(e)).collect();
     ServicePort {
         name: ServicePortName::new("ns", name, "p", proto),
@@ -54,7 +56,7 @@ fn sp(name: &str, proto: Protocol, eps: &[&str]) -> ServicePort {
     }
 }
 
-fn state(ports: Vec<ServicePort>) -> DesiredState {
+pub(super) fn state(ports: Vec<ServicePort>) -> DesiredState {
     let node = NodeSettings {
         node_ips: vec![],
         local_traffic: LocalTrafficDetector::None,
@@ -186,33 +188,143 @@ fn plan_first_call_only_records_then_diffs_changed_udp_ports() {
     assert!(known.unwrap().is_empty());
 }
 
-/// Records filters; fails the ones to the NodePort, to show failures are counted, not raised.
+/// A conntrack table in memory: lists its entries by family and deletes exact ones (`false`
+/// when absent). Filtered deletes are only recorded, and those to the NodePort fail, as do
+/// listings when `fail_list` is set: failures are counted, not raised.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<FlowFilter>>>);
+struct FakeTable(Arc<Mutex<Table>>);
 
-impl ConntrackClient for Recorder {
+#[derive(Default)]
+struct Table {
+    entries: Vec<Entry>,
+    filters: Vec<FlowFilter>,
+    lists: Vec<L3>,
+    fail_list: bool,
+}
+
+fn failed() -> ConntrackError {
+    ConntrackError::Failed {
+        status: "exit status: 2".into(),
+        stderr: "test".into(),
+    }
+}
+
+impl ConntrackClient for FakeTable {
     fn delete(&self, filter: &FlowFilter) -> Result<u64, ConntrackError> {
-        self.0.lock().unwrap().push(filter.clone());
+        self.0.lock().unwrap().filters.push(filter.clone());
         if filter.orig_dst.is_none() {
-            return Err(ConntrackError::Failed {
-                status: "exit status: 2".into(),
-                stderr: "test".into(),
-            });
+            return Err(failed());
         }
         Ok(1)
+    }
+
+    fn list(&self, l3: L3) -> Result<Vec<Entry>, ConntrackError> {
+        let mut t = self.0.lock().unwrap();
+        t.lists.push(l3);
+        if t.fail_list {
+            return Err(failed());
+        }
+        let of_family = |e: &&Entry| e.orig.dst.is_some_and(|ip| L3::of(&ip) == l3);
+        Ok(t.entries.iter().filter(of_family).cloned().collect())
+    }
+
+    fn delete_entries(&self, _l3: L3, entries: &[Entry]) -> Vec<Result<bool, ConntrackError>> {
+        let mut t = self.0.lock().unwrap();
+        let mut delete = |e: &Entry| {
+            let before = t.entries.len();
+            t.entries.retain(|x| x != e);
+            Ok(t.entries.len() < before)
+        };
+        entries.iter().map(&mut delete).collect()
+    }
+}
+
+/// UDP 10.0.0.2:40000 -> `dst`, DNATed to `target`.
+fn udp_flow(dst: &str, target: &str) -> Entry {
+    let (dst, target, client) = (sa(dst), sa(target), sa("10.0.0.2:40000"));
+    let tuple = |src: SocketAddr, dst: SocketAddr| FlowTuple {
+        src: Some(src.ip()),
+        dst: Some(dst.ip()),
+        proto: Some(IPPROTO_UDP),
+        src_port: Some(src.port()),
+        dst_port: Some(dst.port()),
+    };
+    Entry {
+        orig: tuple(client, dst),
+        reply: tuple(target, client),
+        zone: None,
+        id: None,
     }
 }
 
 #[test]
 fn hygiene_counts_deleted_and_failed() {
-    let rec = Recorder::default();
-    let mut h = ConntrackHygiene::new(rec.clone());
+    let table = FakeTable::default();
+    let mut h = ConntrackHygiene::new(table.clone());
     let before = state(vec![sp("d", Protocol::Udp, &["10.1.0.1:53"])]);
     h.after_sync(&before, &ChangeSet::full());
-    assert!(rec.0.lock().unwrap().is_empty(), "start-up deletes nothing");
+    assert!(
+        table.0.lock().unwrap().filters.is_empty(),
+        "start-up diffs nothing"
+    );
     let after = state(vec![sp("d", Protocol::Udp, &["10.1.0.2:53"])]);
     let changes = changed(after.families[0].services.values().next().unwrap());
     h.after_sync(&after, &changes);
-    assert_eq!(*rec.0.lock().unwrap(), to_endpoint("10.1.0.1:53"));
+    assert_eq!(table.0.lock().unwrap().filters, to_endpoint("10.1.0.1:53"));
     assert_eq!((h.deleted(), h.failures()), (3, 1));
+}
+
+/// Steps: the table holds a flow DNATed to an endpoint that went while no kproxy ran, a live
+/// one and an unrelated one; the first sync dumps IPv4 once and deletes only the stale flow.
+/// Then a stale-looking flow appears: the next sync of the same state neither dumps again
+/// nor deletes it (later syncs diff, and nothing changed).
+#[test]
+fn first_sync_reconciles_the_table_and_later_syncs_only_diff() {
+    let stale = udp_flow("172.30.0.10:53", "10.1.0.1:53");
+    let live = udp_flow("172.30.0.10:53", "10.1.0.2:53");
+    let unrelated = udp_flow("8.8.8.8:53", "8.8.8.8:53");
+    let table = FakeTable::default();
+    table.0.lock().unwrap().entries = vec![stale.clone(), live.clone(), unrelated.clone()];
+    let desired = state(vec![sp("d", Protocol::Udp, &["10.1.0.2:53"])]);
+
+    let mut h = ConntrackHygiene::new(table.clone());
+    h.after_sync(&desired, &ChangeSet::full());
+    {
+        let t = table.0.lock().unwrap();
+        assert_eq!(t.lists, [L3::Ipv4], "one dump, of the only family");
+        assert_eq!(t.entries, [live.clone(), unrelated.clone()]);
+        assert!(t.filters.is_empty());
+    }
+    assert_eq!((h.deleted(), h.failures()), (1, 0));
+
+    table.0.lock().unwrap().entries.push(stale.clone());
+    h.after_sync(&desired, &ChangeSet::full());
+    let t = table.0.lock().unwrap();
+    assert_eq!(t.lists, [L3::Ipv4], "no second dump");
+    assert_eq!(t.entries, [live, unrelated, stale]);
+    assert_eq!((h.deleted(), h.failures()), (1, 0));
+}
+
+#[test]
+fn first_sync_skips_families_without_served_udp_ports_and_counts_a_failed_dump() {
+    let table = FakeTable::default();
+    let unserved = state(vec![
+        sp("d", Protocol::Udp, &[]),
+        sp("t", Protocol::Tcp, &["10.1.0.1:53"]),
+    ]);
+    let mut h = ConntrackHygiene::new(table.clone());
+    h.after_sync(&unserved, &ChangeSet::full());
+    assert!(
+        table.0.lock().unwrap().lists.is_empty(),
+        "nothing to dump for"
+    );
+
+    table.0.lock().unwrap().fail_list = true;
+    let mut h = ConntrackHygiene::new(table.clone());
+    h.after_sync(
+        &state(vec![sp("d", Protocol::Udp, &["10.1.0.1:53"])]),
+        &ChangeSet::full(),
+    );
+    assert_eq!(table.0.lock().unwrap().lists, [L3::Ipv4]);
+    assert_eq!((h.deleted(), h.failures()), (0, 1));
 }
