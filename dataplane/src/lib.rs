@@ -3,3 +3,4 @@
 pub mod addrs;
 pub mod conntrack;
 pub mod nft;
+pub mod sysctl;
