@@ -10,5 +10,6 @@ pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod options;
+pub mod setup;
 pub mod source;
 pub mod tracker;

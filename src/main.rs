@@ -22,6 +22,7 @@ use kproxy::{
     },
     tracker::Tracker,
 };
+use kproxy_dataplane::sysctl::IntFile;
 use kproxy_modes::{Mode, model::DesiredState};
 use tokio::task::JoinSet;
 
@@ -68,6 +69,16 @@ fn run(cli: Cli) -> Result<()> {
                     agent::cleanup(mode.as_mut()).context("cleanup")?;
                 }
                 return Ok(());
+            }
+            // Upstream's order: conntrack set-up before the proxier; --init-only stops after it.
+            kproxy::setup::conntrack(&cfg).context("conntrack set-up")?;
+            if cli.flags.init_only.unwrap_or(false) {
+                tracing::info!("node set-up done (--init-only): exiting");
+                return Ok(());
+            }
+            if let Some(adj) = cfg.oom_score_adj {
+                // A failure is already logged as a warning; upstream goes on too.
+                let _ = kproxy::setup::oom_score_adj(adj, &IntFile::oom_score_adj());
             }
             let mode = make_mode(&cfg)?;
             let opts = options::proxy_options(&cfg);
