@@ -76,7 +76,8 @@ fn the_cluster_role_grants_only_reads_and_event_writes() {
     }
 }
 
-/// The DaemonSet runs in the host network with the capability it needs, reading the ConfigMap.
+/// The DaemonSet runs in the host network with the capability it needs, reading the ConfigMap,
+/// after a privileged `--init-only` init container with the same config.
 #[test]
 fn the_daemonset_runs_on_the_host_network_with_its_config() {
     let ds: DaemonSet = typed(&docs("daemonset.yaml")[0]);
@@ -100,6 +101,24 @@ fn the_daemonset_runs_on_the_host_network_with_its_config() {
             .unwrap()
             .iter()
             .any(|a| a == "--config=/var/lib/kproxy/config.conf")
+    );
+    // The conntrack set-up needs a writable /proc/sys: a privileged init container does it
+    // with the same config, so the agent's own set-up finds nothing left to write.
+    let init = &spec.init_containers.as_ref().unwrap()[0];
+    let init_args = init.command.as_ref().unwrap();
+    assert!(
+        init_args.iter().any(|a| a == "--init-only"),
+        "{init_args:?}"
+    );
+    let config_arg = |args: &[String]| args.iter().find(|a| a.starts_with("--config=")).cloned();
+    assert_eq!(
+        config_arg(init_args),
+        config_arg(c.command.as_ref().unwrap())
+    );
+    assert_eq!(init.image, c.image);
+    assert_eq!(
+        init.security_context.as_ref().unwrap().privileged,
+        Some(true)
     );
     let cm: ConfigMap = typed(&docs("configmap.yaml")[0]);
     let cfg = KubeProxyConfiguration::from_yaml_str(&cm.data.unwrap()["config.conf"])

@@ -88,12 +88,15 @@ pub struct Report {
 }
 
 /// A conntrack setting that could not be applied: kproxy stops.
+///
+/// The message already holds the cause (path, errno), so it is deliberately not a `source`:
+/// `{:#}` at the top would print it twice.
 #[derive(Debug, thiserror::Error)]
-#[error("setting {name} to {value}: {source}{}", hint(source))]
+#[error("setting {name} to {value}: {error}{}", hint(error))]
 pub struct SetupError {
     pub name: String,
     pub value: i64,
-    pub source: SysctlError,
+    pub error: SysctlError,
 }
 
 fn hint(err: &SysctlError) -> &'static str {
@@ -213,10 +216,10 @@ fn set_hashsize(file: &IntFile, wanted: i64, report: &mut Report) -> Result<(), 
 }
 
 fn fail(name: &str, value: i64) -> impl FnOnce(SysctlError) -> SetupError + '_ {
-    move |source| SetupError {
+    move |error| SetupError {
         name: name.to_string(),
         value,
-        source,
+        error,
     }
 }
 

@@ -182,6 +182,9 @@ fn a_missing_sysctl_is_fatal_and_the_error_names_it_the_value_and_the_module() {
         "{text}"
     );
     assert!(text.contains("nf_conntrack kernel module"), "{text}");
+    // As main prints it: the cause once, not repeated by the error chain.
+    let chain = format!("{:#}", anyhow::Error::new(err).context("conntrack set-up"));
+    assert_eq!(chain.matches("os error").count(), 1, "{chain}");
 }
 
 #[test]
