@@ -4,9 +4,11 @@
 //! child's peak RSS belongs to that size alone. Runs as root (network namespaces).
 
 mod connect;
+mod latency;
 mod measure;
 mod objects;
 mod report;
+mod rss;
 mod sync;
 mod upstream;
 
@@ -48,6 +50,28 @@ enum Cmd {
         adds: u32,
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+    },
+    /// RSS of the real kproxy binary after its first sync on manifests of this size; JSON on stdout.
+    Rss {
+        services: u32,
+        endpoints: u32,
+        /// The kproxy binary (default: the one next to kproxy-bench).
+        #[arg(long)]
+        bin: Option<std::path::PathBuf>,
+        /// Only write the manifests into this directory and exit (to profile the agent by hand).
+        #[arg(long)]
+        write_to: Option<std::path::PathBuf>,
+    },
+    /// Network programming latency under a steady stream of EndpointSlice updates; JSON on stdout.
+    Latency {
+        services: u32,
+        #[arg(long, default_value_t = 10)]
+        endpoints: u32,
+        /// Updates per second.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        #[arg(long, default_value_t = 30)]
+        seconds: u32,
     },
     /// Connect latency through a ClusterIP vs direct; JSON on stdout.
     Connect {
@@ -164,13 +188,45 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
+        Cmd::Rss {
+            services,
+            endpoints,
+            bin,
+            write_to,
+        } => {
+            if let Some(dir) = write_to {
+                let bytes = rss::write_manifests(&dir, services, endpoints)?;
+                eprintln!("{bytes} bytes of manifests in {}", dir.display());
+                return Ok(());
+            }
+            let bin = match bin {
+                Some(b) => b,
+                None => rss::default_bin()?,
+            };
+            let r = runtime()?.block_on(rss::run(&bin, services, endpoints))?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Cmd::Latency {
+            services,
+            endpoints,
+            rate,
+            seconds,
+        } => {
+            let r = latency::run(services, endpoints, rate, seconds)?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
         Cmd::Connect { sizes, connections } => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            let rows = rt.block_on(connect::run(&sizes, connections))?;
+            let rows = runtime()?.block_on(connect::run(&sizes, connections))?;
             println!("{}", serde_json::to_string(&rows)?);
             Ok(())
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
