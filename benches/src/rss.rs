@@ -51,12 +51,16 @@ pub fn default_bin() -> Result<PathBuf> {
     Ok(exe.with_file_name("kproxy"))
 }
 
-pub async fn run(bin: &Path, services: u32, endpoints: u32) -> Result<RssRun> {
+pub async fn run(bin: &Path, services: u32, endpoints: u32, env: &[String]) -> Result<RssRun> {
+    let env: Vec<(&str, &str)> = env
+        .iter()
+        .map(|kv| kv.split_once('=').context("--env wants KEY=VALUE"))
+        .collect::<Result<_>>()?;
     let tag = format!("kpbench{}-rss{services}", std::process::id());
     let dir = std::env::temp_dir().join(&tag);
     let manifest_bytes = write_manifests(&dir, services, endpoints)?;
     let ns = Netns::create(&tag)?;
-    let result = measure(bin, &ns, &dir, services, endpoints, manifest_bytes).await;
+    let result = measure(bin, &ns, &dir, (services, endpoints), manifest_bytes, &env).await;
     // Delete the table now, so the namespace's teardown does no work behind the next run's back.
     let cleanup = run_in(
         &ns,
@@ -74,9 +78,9 @@ async fn measure(
     bin: &Path,
     ns: &Netns,
     dir: &Path,
-    services: u32,
-    endpoints: u32,
+    (services, endpoints): (u32, u32),
     manifest_bytes: u64,
+    env: &[(&str, &str)],
 ) -> Result<RssRun> {
     let args: Vec<String> = [
         "--proxy-mode",
@@ -94,7 +98,11 @@ async fn measure(
     .map(|s| s.to_string())
     .collect();
     let sw = Stopwatch::start();
-    let mut p = NsProcess::spawn(ns, &bin.to_string_lossy(), &args, &[("RUST_LOG", "info")])?;
+    let env: Vec<(&str, &str)> = [("RUST_LOG", "info")]
+        .into_iter()
+        .chain(env.iter().copied())
+        .collect();
+    let mut p = NsProcess::spawn(ns, &bin.to_string_lossy(), &args, &env)?;
     p.wait_for_line(READY_LINE, READY_DEADLINE).await?;
     let ready = sw.elapsed();
     let pid = p.id().context("kproxy exited")?;
