@@ -3,6 +3,8 @@
 //! subcommands are the pieces it runs, each sync size in a child process of its own so that the
 //! child's peak RSS belongs to that size alone. Runs as root (network namespaces).
 
+#[path = "../../tests/apiserver/mod.rs"]
+mod apiserver;
 mod connect;
 mod latency;
 mod measure;
@@ -63,6 +65,8 @@ enum Cmd {
         /// The kproxy binary (default: the one next to kproxy-bench).
         #[arg(long)]
         bin: Option<std::path::PathBuf>,
+        #[arg(long, value_enum, default_value = "manifests")]
+        source: rss::Source,
         /// KEY=VALUE environment variables for kproxy (e.g. MALLOC_ARENA_MAX=2); repeatable.
         #[arg(long)]
         env: Vec<String>,
@@ -194,9 +198,17 @@ fn all(plan: &Plan, only: &str) -> Result<()> {
         Vec::new()
     };
     let mut rss = Vec::new();
-    for &(s, e) in plan.rss_sizes.iter().filter(|_| only.contains('d')) {
-        eprintln!("(d) kproxy process memory at {s} x {e}");
-        let r: rss::RssRun = child(&["rss".into(), s.to_string(), e.to_string()])?;
+    let largest = plan.rss_sizes.last().copied();
+    let api = largest.map(|(s, e)| (s, e, "api"));
+    let runs = plan.rss_sizes.iter().map(|&(s, e)| (s, e, "manifests"));
+    for (s, e, source) in runs.chain(api).filter(|_| only.contains('d')) {
+        eprintln!("(d) kproxy process memory at {s} x {e} ({source})");
+        let r: rss::RssRun = child(&[
+            "rss".into(),
+            s.to_string(),
+            e.to_string(),
+            format!("--source={source}"),
+        ])?;
         eprintln!("    {r:?}");
         rss.push(r);
     }
@@ -248,6 +260,7 @@ fn main() -> Result<()> {
             services,
             endpoints,
             bin,
+            source,
             env,
             write_to,
         } => {
@@ -260,7 +273,7 @@ fn main() -> Result<()> {
                 Some(b) => b,
                 None => rss::default_bin()?,
             };
-            let r = runtime()?.block_on(rss::run(&bin, services, endpoints, &env))?;
+            let r = runtime()?.block_on(rss::run(&bin, (services, endpoints), source, &env))?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }

@@ -21,9 +21,9 @@ fn pct(sorted: &[f64], p: usize) -> f64 {
 
 pub fn markdown(rss: &[RssRun], lat: &[LatencyRun]) -> String {
     let mut o = String::new();
-    o.push_str("\n### (d) Memory of the kproxy process (`--manifests`, after its first sync)\n\n");
-    o.push_str("| Services x endpoints | manifests on disk | ready after | VmRSS (median / max of 25 samples over 5 s) | VmHWM (peak) | anonymous | VmRSS above the 0-Service process |\n");
-    o.push_str("|---|---|---|---|---|---|---|\n");
+    o.push_str("\n### (d) Memory of the kproxy process after its first sync\n\n");
+    o.push_str("| Services x endpoints | source | manifests on disk | ready after | VmRSS (median / max of 25 samples over 5 s) | VmHWM (peak) | anonymous | VmRSS above the 0-Service process |\n");
+    o.push_str("|---|---|---|---|---|---|---|---|\n");
     let base = rss.iter().find(|r| r.services == 0).map(|r| r.rss_kib);
     for r in rss {
         let above = base.map_or("n/a".into(), |b| {
@@ -31,9 +31,10 @@ pub fn markdown(rss: &[RssRun], lat: &[LatencyRun]) -> String {
         });
         writeln!(
             o,
-            "| {} x {} | {:.1} MiB | {:.2} s | {:.1} / {:.1} MiB | {:.1} MiB | {:.1} MiB | {above} |",
+            "| {} x {} | {} | {:.1} MiB | {:.2} s | {:.1} / {:.1} MiB | {:.1} MiB | {:.1} MiB | {above} |",
             r.services,
             r.endpoints,
+            r.source,
             r.manifest_bytes as f64 / 1048576.0,
             r.ready_ms / 1e3,
             mib(r.rss_kib),
@@ -43,10 +44,11 @@ pub fn markdown(rss: &[RssRun], lat: &[LatencyRun]) -> String {
         )
         .unwrap();
     }
-    if let Some(r) = rss
-        .iter()
-        .find(|r| (r.services, r.endpoints) == (10000, 10))
-    {
+    let at = |source: &str| {
+        rss.iter()
+            .find(|r| (r.services, r.endpoints) == (10000, 10) && r.source == source)
+    };
+    for r in [at("manifests"), at("api")].into_iter().flatten() {
         let steady = mib(r.rss_kib);
         let verdict = if steady <= RSS_TARGET_MIB {
             "met".to_string()
@@ -55,12 +57,16 @@ pub fn markdown(rss: &[RssRun], lat: &[LatencyRun]) -> String {
         };
         writeln!(
             o,
-            "\nTarget RSS <= {RSS_TARGET_MIB:.0} MiB at 10k x 10: {verdict} ({steady:.1} MiB steady, {:.1} MiB peak).",
+            "\nTarget RSS <= {RSS_TARGET_MIB:.0} MiB at 10k x 10 ({}): {verdict} ({steady:.1} MiB steady, {:.1} MiB peak).",
+            r.source,
             mib(r.hwm_kib)
         )
         .unwrap();
     }
 
+    if lat.is_empty() {
+        return o;
+    }
     o.push_str("\n### (e) Network programming latency (trigger time -> committed), agent loop, minSyncPeriod 1 s\n\n");
     o.push_str("| Services | updates (rate) | p50 | p90 | p99 | max | syncs (full) | partial sync p50 / max | Service ports per sync |\n");
     o.push_str("|---|---|---|---|---|---|---|---|---|\n");

@@ -14,7 +14,7 @@ use kproxy_testbed::{Netns, NsProcess, process::run_in};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::{measure::Stopwatch, objects};
+use crate::{apiserver::ApiServer, measure::Stopwatch, objects};
 
 /// The agent's contract with the test bed: this line means its rules are in place.
 const READY_LINE: &str = "initial sync complete";
@@ -29,6 +29,8 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RssRun {
+    /// `manifests` or `api`.
+    pub source: String,
     pub services: u32,
     pub endpoints: u32,
     /// Bytes of the manifest files (compact JSON), which the manifest source keeps in memory to
@@ -51,16 +53,51 @@ pub fn default_bin() -> Result<PathBuf> {
     Ok(exe.with_file_name("kproxy"))
 }
 
-pub async fn run(bin: &Path, services: u32, endpoints: u32, env: &[String]) -> Result<RssRun> {
+/// Where the agent reads the objects from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Source {
+    /// `--manifests DIR`.
+    Manifests,
+    /// The test API server (tests/apiserver) in the namespace, through kproxy's kube-rs watchers.
+    Api,
+}
+
+pub async fn run(
+    bin: &Path,
+    (services, endpoints): (u32, u32),
+    source: Source,
+    env: &[String],
+) -> Result<RssRun> {
     let env: Vec<(&str, &str)> = env
         .iter()
         .map(|kv| kv.split_once('=').context("--env wants KEY=VALUE"))
         .collect::<Result<_>>()?;
     let tag = format!("kpbench{}-rss{services}", std::process::id());
     let dir = std::env::temp_dir().join(&tag);
-    let manifest_bytes = write_manifests(&dir, services, endpoints)?;
     let ns = Netns::create(&tag)?;
-    let result = measure(bin, &ns, &dir, (services, endpoints), manifest_bytes, &env).await;
+    // Netns::create leaves lo down: kproxy's health and metrics, and the API server, use it.
+    run_in(&ns, "ip", &["link", "set", "lo", "up"]).await?;
+    let (manifest_bytes, _api, source_args) = match source {
+        Source::Manifests => {
+            let bytes = write_manifests(&dir, services, endpoints)?;
+            (
+                bytes,
+                None,
+                vec!["--manifests".into(), dir.to_string_lossy().into()],
+            )
+        }
+        Source::Api => {
+            let (api, kubeconfig) = api_server(&ns, services, endpoints).await?;
+            (0, Some(api), vec!["--kubeconfig".into(), kubeconfig])
+        }
+    };
+    let result = measure(bin, &ns, &source_args, &env).await.map(|m| RssRun {
+        source: format!("{source:?}").to_lowercase(),
+        services,
+        endpoints,
+        manifest_bytes,
+        ..m
+    });
     // Delete the table now, so the namespace's teardown does no work behind the next run's back.
     let cleanup = run_in(
         &ns,
@@ -74,29 +111,46 @@ pub async fn run(bin: &Path, services: u32, endpoints: u32, env: &[String]) -> R
     Ok(r)
 }
 
+/// The test API server, listening on the namespace's 127.0.0.1 (a socket stays in the namespace
+/// it was made in) and holding the objects; and a kubeconfig for it.
+async fn api_server(ns: &Netns, services: u32, endpoints: u32) -> Result<(ApiServer, String)> {
+    let listener = ns.run(|| Ok(std::net::TcpListener::bind("127.0.0.1:0")?))?;
+    let api = ApiServer::start_on(listener).await;
+    let Object::Node(node) = objects::node() else {
+        bail!("objects::node is a Node");
+    };
+    api.apply(&*node);
+    for i in 0..services {
+        if let [Object::Service(s), Object::EndpointSlice(e)] = objects::service(i, endpoints, None)
+        {
+            api.apply(&*s);
+            api.apply(&*e);
+        }
+    }
+    let kubeconfig = api.kubeconfig().to_string_lossy().into_owned();
+    Ok((api, kubeconfig))
+}
+
 async fn measure(
     bin: &Path,
     ns: &Netns,
-    dir: &Path,
-    (services, endpoints): (u32, u32),
-    manifest_bytes: u64,
+    source_args: &[String],
     env: &[(&str, &str)],
 ) -> Result<RssRun> {
-    let args: Vec<String> = [
-        "--proxy-mode",
-        "nftables",
-        "--manifests",
-        &dir.to_string_lossy(),
-        "--hostname-override",
-        objects::NODE,
-        "--healthz-bind-address",
-        "127.0.0.1:10256",
-        "--metrics-bind-address",
-        "127.0.0.1:10249",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args: Vec<String> = source_args.to_vec();
+    args.extend(
+        [
+            "--proxy-mode",
+            "nftables",
+            "--hostname-override",
+            objects::NODE,
+            "--healthz-bind-address",
+            "127.0.0.1:10256",
+            "--metrics-bind-address",
+            "127.0.0.1:10249",
+        ]
+        .map(String::from),
+    );
     let sw = Stopwatch::start();
     let env: Vec<(&str, &str)> = [("RUST_LOG", "info")]
         .into_iter()
@@ -119,9 +173,10 @@ async fn measure(
     p.stop(Duration::from_secs(10)).await?;
     rss.sort_unstable();
     Ok(RssRun {
-        services,
-        endpoints,
-        manifest_bytes,
+        source: String::new(),
+        services: 0,
+        endpoints: 0,
+        manifest_bytes: 0,
         ready_ms: ready.as_secs_f64() * 1e3,
         rss_kib: rss[rss.len() / 2],
         rss_max_kib: *rss.last().expect("samples"),
