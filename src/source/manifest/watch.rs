@@ -184,3 +184,25 @@ async fn send(tx: &Sender<Event>, manifests: LoadedManifests) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The poll (file by file, one buffer) and the load (whole snapshot) must fingerprint the same
+    /// bytes alike: otherwise every poll would see a change that is not there, or miss one.
+    #[test]
+    fn poll_and_load_fingerprints_agree_and_follow_content() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), "kind: Service\n").unwrap();
+        std::fs::write(dir.path().join("b.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
+        let polled = read_fingerprint(dir.path()).unwrap();
+        assert_eq!(polled, read_snapshot(dir.path()).unwrap().fingerprint());
+        assert_eq!(polled.len(), 2);
+
+        // Same length, other content: a change.
+        std::fs::write(dir.path().join("b.json"), "[]").unwrap();
+        assert_ne!(read_fingerprint(dir.path()).unwrap(), polled);
+    }
+}
