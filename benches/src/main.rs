@@ -3,10 +3,15 @@
 //! subcommands are the pieces it runs, each sync size in a child process of its own so that the
 //! child's peak RSS belongs to that size alone. Runs as root (network namespaces).
 
+#[path = "../../tests/apiserver/mod.rs"]
+mod apiserver;
 mod connect;
+mod latency;
 mod measure;
 mod objects;
 mod report;
+mod report_agent;
+mod rss;
 mod sync;
 mod upstream;
 
@@ -32,6 +37,10 @@ enum Cmd {
         /// Seconds the upstream-shaped `nft -f` may take before it is reported as "> timeout".
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+        /// Which benchmarks, by letter: a and b (full sync, additions) run together, c connect
+        /// latency, d the agent's memory, e network programming latency.
+        #[arg(long, default_value = "abcde")]
+        only: String,
     },
     /// One kproxy full sync (and `adds` single-Service additions); JSON on stdout.
     Kproxy {
@@ -48,6 +57,33 @@ enum Cmd {
         adds: u32,
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+    },
+    /// RSS of the real kproxy binary after its first sync on manifests of this size; JSON on stdout.
+    Rss {
+        services: u32,
+        endpoints: u32,
+        /// The kproxy binary (default: the one next to kproxy-bench).
+        #[arg(long)]
+        bin: Option<std::path::PathBuf>,
+        #[arg(long, value_enum, default_value = "manifests")]
+        source: rss::Source,
+        /// KEY=VALUE environment variables for kproxy (e.g. MALLOC_ARENA_MAX=2); repeatable.
+        #[arg(long)]
+        env: Vec<String>,
+        /// Only write the manifests into this directory and exit (to profile the agent by hand).
+        #[arg(long)]
+        write_to: Option<std::path::PathBuf>,
+    },
+    /// Network programming latency under a steady stream of EndpointSlice updates; JSON on stdout.
+    Latency {
+        services: u32,
+        #[arg(long, default_value_t = 10)]
+        endpoints: u32,
+        /// Updates per second.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        #[arg(long, default_value_t = 30)]
+        seconds: u32,
     },
     /// Connect latency through a ClusterIP vs direct; JSON on stdout.
     Connect {
@@ -68,6 +104,12 @@ pub struct Plan {
     pub connect_sizes: Vec<u32>,
     pub connections: u32,
     pub timeout: Duration,
+    /// (Services, endpoints each) for (d), the real agent's memory; (0, 0) is the fixed cost.
+    pub rss_sizes: Vec<(u32, u32)>,
+    /// Services for (e), the update stream's length in seconds and its rate.
+    pub latency_sizes: Vec<u32>,
+    pub latency_seconds: u32,
+    pub latency_rate: u32,
 }
 
 impl Plan {
@@ -80,6 +122,10 @@ impl Plan {
                 connect_sizes: vec![10, 1000, 5000],
                 connections: 500,
                 timeout: Duration::from_secs(timeout.min(60)),
+                rss_sizes: vec![(0, 0), (1000, 10)],
+                latency_sizes: vec![10, 1000],
+                latency_seconds: 10,
+                latency_rate: 100,
             }
         } else {
             Plan {
@@ -89,6 +135,10 @@ impl Plan {
                 connect_sizes: vec![10, 10000, 30000],
                 connections: 5000,
                 timeout: Duration::from_secs(timeout),
+                rss_sizes: vec![(0, 0), (1000, 10), (10000, 10)],
+                latency_sizes: vec![10, 10000],
+                latency_seconds: 30,
+                latency_rate: 100,
             }
         }
     }
@@ -108,9 +158,14 @@ fn child<T: DeserializeOwned>(args: &[String]) -> Result<T> {
     serde_json::from_slice(&out.stdout).with_context(|| format!("output of {}", args.join(" ")))
 }
 
-fn all(plan: &Plan) -> Result<()> {
+fn all(plan: &Plan, only: &str) -> Result<()> {
     let mut rows = Vec::new();
-    for &(s, e) in &plan.sizes {
+    let sync_sizes: &[(u32, u32)] = if only.contains(['a', 'b']) {
+        &plan.sizes
+    } else {
+        &[]
+    };
+    for &(s, e) in sync_sizes {
         let adds = if (s, e) == plan.adds_at { plan.adds } else { 0 };
         let args = |what: &str| {
             let mut v = vec![
@@ -131,20 +186,57 @@ fn all(plan: &Plan) -> Result<()> {
         eprintln!("    {:?} ms, nft RSS {} KiB", u.load_ms, u.nft_rss_kib);
         rows.push(((s, e), k, u));
     }
-    eprintln!("(c) connect latency");
-    let sizes: Vec<String> = plan.connect_sizes.iter().map(u32::to_string).collect();
-    let conn: Vec<connect::ConnectRow> = child(&[
-        "connect".into(),
-        format!("--sizes={}", sizes.join(",")),
-        format!("--connections={}", plan.connections),
-    ])?;
-    println!("{}", report::markdown(plan, &rows, &conn));
+    let conn: Vec<connect::ConnectRow> = if only.contains('c') {
+        eprintln!("(c) connect latency");
+        let sizes: Vec<String> = plan.connect_sizes.iter().map(u32::to_string).collect();
+        child(&[
+            "connect".into(),
+            format!("--sizes={}", sizes.join(",")),
+            format!("--connections={}", plan.connections),
+        ])?
+    } else {
+        Vec::new()
+    };
+    let mut rss = Vec::new();
+    let largest = plan.rss_sizes.last().copied();
+    let api = largest.map(|(s, e)| (s, e, "api"));
+    let runs = plan.rss_sizes.iter().map(|&(s, e)| (s, e, "manifests"));
+    for (s, e, source) in runs.chain(api).filter(|_| only.contains('d')) {
+        eprintln!("(d) kproxy process memory at {s} x {e} ({source})");
+        let r: rss::RssRun = child(&[
+            "rss".into(),
+            s.to_string(),
+            e.to_string(),
+            format!("--source={source}"),
+        ])?;
+        eprintln!("    {r:?}");
+        rss.push(r);
+    }
+    let mut lat = Vec::new();
+    for &s in plan.latency_sizes.iter().filter(|_| only.contains('e')) {
+        eprintln!("(e) network programming latency at {s} Services");
+        let r: latency::LatencyRun = child(&[
+            "latency".into(),
+            s.to_string(),
+            format!("--rate={}", plan.latency_rate),
+            format!("--seconds={}", plan.latency_seconds),
+        ])?;
+        lat.push(r);
+    }
+    if !rows.is_empty() || !conn.is_empty() {
+        println!("{}", report::markdown(plan, &rows, &conn));
+    }
+    println!("{}", report_agent::markdown(&rss, &lat));
     Ok(())
 }
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::All { quick, timeout } => all(&Plan::new(quick, timeout)),
+        Cmd::All {
+            quick,
+            timeout,
+            only,
+        } => all(&Plan::new(quick, timeout), &only),
         Cmd::Kproxy {
             services,
             endpoints,
@@ -164,13 +256,47 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
+        Cmd::Rss {
+            services,
+            endpoints,
+            bin,
+            source,
+            env,
+            write_to,
+        } => {
+            if let Some(dir) = write_to {
+                let bytes = rss::write_manifests(&dir, services, endpoints)?;
+                eprintln!("{bytes} bytes of manifests in {}", dir.display());
+                return Ok(());
+            }
+            let bin = match bin {
+                Some(b) => b,
+                None => rss::default_bin()?,
+            };
+            let r = runtime()?.block_on(rss::run(&bin, (services, endpoints), source, &env))?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Cmd::Latency {
+            services,
+            endpoints,
+            rate,
+            seconds,
+        } => {
+            let r = latency::run(services, endpoints, rate, seconds)?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
         Cmd::Connect { sizes, connections } => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            let rows = rt.block_on(connect::run(&sizes, connections))?;
+            let rows = runtime()?.block_on(connect::run(&sizes, connections))?;
             println!("{}", serde_json::to_string(&rows)?);
             Ok(())
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

@@ -51,7 +51,7 @@ pub struct UpstreamRun {
 }
 
 /// A fresh namespace for this process, entered by the calling (main) thread.
-fn enter_fresh_netns(role: &str) -> Result<Netns> {
+pub(crate) fn enter_fresh_netns(role: &str) -> Result<Netns> {
     let ns = Netns::create(&format!("kpbench{}-{role}", std::process::id()))?;
     setns(ns.file()?, CloneFlags::CLONE_NEWNET).context("setns")?;
     Ok(ns)

@@ -86,23 +86,34 @@ pub fn load(path: &Path) -> Result<LoadedManifests, ManifestError> {
     Ok(read_snapshot(path)?.parse())
 }
 
-/// The raw content of the files at a path, in load order. Kept so the watcher can tell whether
-/// anything changed by comparing content (see `watch`), and so a reload parses exactly the bytes
-/// it compared.
+/// The raw content of the files at a path, in load order: a reload parses exactly the bytes whose
+/// fingerprint the watcher compared (see `watch`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Snapshot {
     files: Vec<(PathBuf, Result<Vec<u8>, String>)>,
 }
 
 fn read_snapshot(path: &Path) -> Result<Snapshot, ManifestError> {
+    let files = list_files(path)?
+        .into_iter()
+        .map(|p| {
+            let content = read_file(&p);
+            (p, content)
+        })
+        .collect();
+    Ok(Snapshot { files })
+}
+
+/// The manifest files at `path`, in load order.
+fn list_files(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
     let read_error = |source| ManifestError::Read {
         path: path.to_owned(),
         source,
     };
     // metadata() follows symlinks: a ConfigMap volume presents its files as symlinks.
     let meta = fs::metadata(path).map_err(read_error)?;
-    let files = if meta.is_file() {
-        vec![(path.to_owned(), read_file(path))]
+    if meta.is_file() {
+        Ok(vec![path.to_owned()])
     } else if meta.is_dir() {
         let mut names = Vec::new();
         for entry in fs::read_dir(path).map_err(read_error)? {
@@ -117,16 +128,12 @@ fn read_snapshot(path: &Path) -> Result<Snapshot, ManifestError> {
             }
         }
         names.sort();
-        names
-            .into_iter()
-            .map(|p| (p.clone(), read_file(&p)))
-            .collect()
+        Ok(names)
     } else {
-        return Err(ManifestError::NotFileOrDirectory {
+        Err(ManifestError::NotFileOrDirectory {
             path: path.to_owned(),
-        });
-    };
-    Ok(Snapshot { files })
+        })
+    }
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, String> {

@@ -20,8 +20,9 @@ type Key = (String, String);
 
 pub struct Tracker {
     opts: ProxyOptions,
-    services: BTreeMap<Key, Service>,
-    slices: BTreeMap<Key, EndpointSlice>,
+    // Boxed: BTreeMap nodes hold 11 values inline, often a third empty (a Service is ~800 bytes).
+    services: BTreeMap<Key, Box<Service>>,
+    slices: BTreeMap<Key, Box<EndpointSlice>>,
     /// Service key -> names of its slices.
     slices_of: BTreeMap<Key, BTreeSet<String>>,
     node: Option<Node>,
@@ -90,12 +91,13 @@ impl Tracker {
         }
     }
 
-    fn upsert(&mut self, obj: Object) {
+    fn upsert(&mut self, mut obj: Object) {
+        strip(&mut obj);
         match obj {
             Object::Service(svc) => {
                 let key = key_of(&svc.metadata);
                 if self.services.get(&key) != Some(&svc) {
-                    self.services.insert(key.clone(), *svc);
+                    self.services.insert(key.clone(), svc);
                     self.dirty.insert(key);
                 }
             }
@@ -119,7 +121,7 @@ impl Tracker {
                             .insert(key.clone(), desired::skipped_slice(&slice));
                     }
                 }
-                self.slices.insert(key, *slice);
+                self.slices.insert(key, slice);
             }
             Object::Node(node) => {
                 if node.metadata.name.as_deref() == Some(self.opts.node_name.as_str()) {
@@ -310,6 +312,7 @@ impl Tracker {
                 .into_iter()
                 .flatten()
                 .filter_map(|name| self.slices.get(&(key.0.clone(), name.clone())))
+                .map(|slice| &**slice)
                 .collect();
             match service::compute(ctx, svc, &slices) {
                 Ok(ports) => new_ports = ports,
@@ -340,6 +343,18 @@ impl Tracker {
             self.ports_of.insert(key.clone(), names);
         }
     }
+}
+
+/// Drops `managedFields` (apply bookkeeping, often larger than the spec; nothing reads it) before
+/// an object is stored, as upstream's informers do.
+fn strip(obj: &mut Object) {
+    let meta = match obj {
+        Object::Service(s) => &mut s.metadata,
+        Object::EndpointSlice(s) => &mut s.metadata,
+        Object::Node(n) => &mut n.metadata,
+        Object::ServiceCidr(c) => &mut c.metadata,
+    };
+    meta.managed_fields = None;
 }
 
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {

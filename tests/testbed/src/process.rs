@@ -52,6 +52,12 @@ impl NsProcess {
         Ok(NsProcess { child, out })
     }
 
+    /// The process's pid (`ip netns exec` execs in place, so it is the program's own), while it
+    /// runs: for reading its `/proc/PID` files.
+    pub fn id(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub fn output(&self) -> Vec<String> {
         self.out.borrow().lines.clone()
     }
