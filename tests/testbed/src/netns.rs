@@ -37,7 +37,8 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// Creates `/run/netns/<name>` holding a new, empty network namespace with `lo` up.
+    /// Creates `/run/netns/<name>` holding a new, empty network namespace (`lo` stays down: the
+    /// bed brings it up where it builds a namespace into the topology).
     pub fn create(name: &str) -> Result<Netns> {
         std::fs::create_dir_all(NETNS_DIR).context("creating /run/netns")?;
         let path = Path::new(NETNS_DIR).join(name);
