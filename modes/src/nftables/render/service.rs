@@ -179,10 +179,8 @@ pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> (ServiceObj
                 ));
             }
             Some(timeout) => {
-                let (set_spec, ep_chains) = (&mut sets, &mut chains);
-                rules.extend(affinity_rules(
-                    ctx, &names, p, eps, timeout, set_spec, ep_chains,
-                ));
+                let ep_rules = affinity_rules(ctx, &names, p, eps, timeout, &mut sets, &mut chains);
+                rules.extend(ep_rules);
             }
         }
         chains.insert(chain.clone(), rules);
