@@ -133,3 +133,58 @@ fn slot_ids_are_stable_and_reused() {
     };
     assert_eq!(ids(&again.applied), ids(&p.applied));
 }
+
+/// The applied state keeps only typed endpoints and a fingerprint of each chain's rules: a
+/// changed endpoint port must still replace exactly its slot element, and a changed endpoint
+/// count (the chain's `mod N`) must still rewrite the chain.
+#[test]
+fn compact_applied_state_still_sees_endpoint_and_rule_changes() {
+    let eps = |addrs: &[&str]| addrs.iter().map(|a| fixtures::ep(a, false)).collect();
+    let web = |e| {
+        let mut sp = fixtures::port("ns0", "web", "p", Protocol::Tcp, "172.30.0.9", 80, e);
+        sp.node_port = Some(3009);
+        sp
+    };
+    let v4 = kproxy_modes::model::IpFamily::V4;
+    let d = fixtures::state(vec![(
+        v4,
+        vec![web(eps(&["10.180.9.1:80", "10.180.9.2:80"]))],
+    )]);
+    let name = d.families[0].services.keys().next().unwrap().clone();
+    let full = render(&d, &ChangeSet::full(), None, &fixtures::local_addrs());
+
+    let d2 = fixtures::state(vec![(
+        v4,
+        vec![web(eps(&["10.180.9.1:80", "10.180.9.2:81"]))],
+    )]);
+    let p = render(
+        &d2,
+        &partial(std::slice::from_ref(&name)),
+        Some(&full.applied),
+        &fixtures::local_addrs(),
+    );
+    let text = p.tx.to_string();
+    assert!(
+        text.contains("delete element ip kproxy endpoint-slots-tcp-0 { 1 }")
+            && text.contains("add element ip kproxy endpoint-slots-tcp-0 { 1 : 10.180.9.2 . 81 }"),
+        "{text}"
+    );
+    assert!(!text.contains("chain") && !text.contains("{ 0"), "{text}");
+
+    let d3 = fixtures::state(vec![(v4, vec![web(eps(&["10.180.9.1:80"]))])]);
+    let p = render(
+        &d3,
+        &partial(&[name]),
+        Some(&p.applied),
+        &fixtures::local_addrs(),
+    );
+    let text = p.tx.to_string();
+    assert!(
+        text.contains("flush chain") && text.contains("mod 1 offset 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hairpin-endpoints { 10.180.9.2 . 10.180.9.2 }"),
+        "{text}"
+    );
+}

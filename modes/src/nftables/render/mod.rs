@@ -3,6 +3,7 @@
 
 mod base;
 mod ctx;
+mod objects;
 mod partial;
 pub mod service;
 pub mod slots;
@@ -10,6 +11,7 @@ pub mod state;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    mem,
     net::IpAddr,
 };
 
@@ -144,14 +146,22 @@ fn render_full(
             shards: BTreeSet::new(),
             picks: BTreeSet::new(),
         };
+        // Rules are kept only until they are written (in the ports' order).
+        let (mut rules, mut ports) = (Vec::new(), Vec::new());
         for (name, sp) in &fam.services {
             let Some(&id) = ids.get(name) else { continue };
-            let objs = service::render_service(&ctx, sp, id);
+            let (objs, port_rules) = service::render_service(&ctx, sp, id);
             add_refs(&mut fa, &objs);
             fa.shards.extend(objs.shard);
-            fa.picks.extend(&objs.picks);
-            fa.services.insert(name.clone(), objs);
+            fa.picks.extend(objs.pick);
+            ports.push((name.clone(), objs));
+            rules.push(port_rules);
         }
+        // The applied state lives until the next full sync: build its maps in bulk, which packs
+        // their nodes, where inserting one by one (in order) leaves them about half empty.
+        fa.services = ports.into_iter().collect();
+        fa.cluster_ip_refs = mem::take(&mut fa.cluster_ip_refs).into_iter().collect();
+        fa.hairpin_refs = mem::take(&mut fa.hairpin_refs).into_iter().collect();
         let (f, t) = (ctx.family, TABLE);
         for &(p, shard) in &fa.shards {
             tx.add_map(f, t, &slot_map(p, shard), &base::slot_map_spec(&ctx, p));
@@ -163,20 +173,23 @@ fn render_full(
         for (set, spec) in all().flat_map(|s| &s.sets) {
             tx.add_set(f, t, set, spec);
         }
-        for chain in all().flat_map(|s| s.chains.keys()) {
+        for chain in rules.iter().flat_map(|r| r.keys()) {
             tx.add_chain(f, t, chain, None);
         }
-        for (chain, rules) in all().flat_map(|s| &s.chains) {
+        for (chain, rules) in rules.iter().flatten() {
             for rule in rules {
                 tx.add_rule(f, t, chain, rule);
             }
         }
-        let mut by_set: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for e in all().flat_map(|s| &s.elements) {
-            by_set.entry(&e.set).or_default().push(e.text());
+        let mut by_set: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, objs) in &fa.services {
+            for e in objs.elements(name) {
+                let text = e.text();
+                by_set.entry(e.set).or_default().push(text);
+            }
         }
         for (set, elems) in by_set {
-            tx.add_elements(f, t, set, &elems);
+            tx.add_elements(f, t, &set, &elems);
         }
         let cips: Vec<String> = fa.cluster_ip_refs.keys().map(ToString::to_string).collect();
         tx.add_elements(f, t, CLUSTER_IPS, &cips);
@@ -228,7 +241,7 @@ fn assign_ids(
 
 fn add_refs(fa: &mut FamilyApplied, objs: &ServiceObjects) {
     state::refcount(&mut fa.cluster_ip_refs, objs.cluster_ip, true);
-    for ip in &objs.hairpin_ips {
-        state::refcount(&mut fa.hairpin_refs, *ip, true);
+    for ip in objs.hairpin_ips() {
+        state::refcount(&mut fa.hairpin_refs, ip, true);
     }
 }

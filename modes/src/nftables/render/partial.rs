@@ -12,7 +12,8 @@ use super::{
     super::names::{CLUSTER_IPS, HAIRPIN, TABLE, slot_map},
     base,
     ctx::FamilyCtx,
-    service, slots,
+    service::{self, Rules},
+    slots,
     state::{self, FamilyApplied, MapId, ServiceObjects},
 };
 
@@ -58,17 +59,17 @@ pub fn render_partial(
         if new.is_none() && fam.services.contains_key(name) {
             tracing::error!(service = %name, "no free Service port id; port skipped");
         }
-        diff_service(old.as_ref(), new.as_ref(), applied, &mut ph);
-        if let Some(new) = new {
+        diff_service(name, old.as_ref(), new.as_ref(), applied, &mut ph);
+        if let Some((new, _)) = new {
             if let Some(shard) = new.shard
                 && applied.shards.insert(shard)
             {
                 ph.add_maps.insert(shard);
             }
-            for n in &new.picks {
-                if applied.picks.insert(*n) {
-                    ph.add_picks.insert(*n);
-                }
+            if let Some(n) = new.pick
+                && applied.picks.insert(n)
+            {
+                ph.add_picks.insert(n);
             }
             applied.services.insert(name.clone(), new);
         }
@@ -77,20 +78,26 @@ pub fn render_partial(
 }
 
 fn diff_service(
+    name: &ServicePortName,
     old: Option<&ServiceObjects>,
-    new: Option<&ServiceObjects>,
+    new: Option<&(ServiceObjects, Rules)>,
     applied: &mut FamilyApplied,
     ph: &mut Phases,
 ) {
-    let empty = ServiceObjects::default();
-    let (o, n) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
-    for e in o.elements.difference(&n.elements) {
+    let (empty, no_rules) = (ServiceObjects::default(), Rules::new());
+    let (o, (n, n_rules)) = (
+        old.unwrap_or(&empty),
+        new.map_or((&empty, &no_rules), |(n, r)| (n, r)),
+    );
+    // Only the changed ports' elements are spelled out, old and new, to diff them.
+    let (o_elems, n_elems) = (o.elements(name), n.elements(name));
+    for e in o_elems.difference(&n_elems) {
         ph.delete_elems
             .entry(e.set.clone())
             .or_default()
             .push(e.key.clone());
     }
-    for e in n.elements.difference(&o.elements) {
+    for e in n_elems.difference(&o_elems) {
         ph.add_elems
             .entry(e.set.clone())
             .or_default()
@@ -100,8 +107,8 @@ fn diff_service(
     // rewrite all of the port's chains.
     let sets_changed = o.sets != n.sets;
     for (chain, rules) in &o.chains {
-        match n.chains.get(chain) {
-            Some(new_rules) if new_rules == rules && !sets_changed => {}
+        match n.chain(chain) {
+            Some(new_rules) if new_rules == *rules && !sets_changed => {}
             Some(_) => {
                 ph.flush_chains.insert(chain.clone());
             }
@@ -111,19 +118,19 @@ fn diff_service(
             }
         }
     }
-    for (chain, rules) in &n.chains {
-        if sets_changed || o.chains.get(chain) != Some(rules) {
+    for (chain, rules) in n_rules {
+        if sets_changed || o.chain(chain) != n.chain(chain) {
             ph.add_chains.insert(chain.clone(), rules.clone());
         }
     }
-    for (set, spec) in &o.sets {
-        if n.sets.get(set) != Some(spec) {
-            ph.delete_sets.insert(set.clone());
+    for pair in &o.sets {
+        if !n.sets.contains(pair) {
+            ph.delete_sets.insert(pair.0.clone());
         }
     }
-    for (set, spec) in &n.sets {
-        if o.sets.get(set) != Some(spec) {
-            ph.add_sets.insert(set.clone(), spec.clone());
+    for pair in &n.sets {
+        if !o.sets.contains(pair) {
+            ph.add_sets.insert(pair.0.clone(), pair.1.clone());
         }
     }
     // Shared sets: only crossings of zero reach the kernel.
@@ -146,15 +153,15 @@ fn diff_service(
     };
     if old.is_some() {
         shared(CLUSTER_IPS, o.cluster_ip, false);
-        o.hairpin_ips
-            .iter()
-            .for_each(|ip| shared(HAIRPIN, *ip, false));
+        o.hairpin_ips()
+            .into_iter()
+            .for_each(|ip| shared(HAIRPIN, ip, false));
     }
     if new.is_some() {
         shared(CLUSTER_IPS, n.cluster_ip, true);
-        n.hairpin_ips
-            .iter()
-            .for_each(|ip| shared(HAIRPIN, *ip, true));
+        n.hairpin_ips()
+            .into_iter()
+            .for_each(|ip| shared(HAIRPIN, ip, true));
     }
 }
 

@@ -1,34 +1,40 @@
 //! One Service port's chains, affinity sets and map elements, following upstream's per-packet
 //! semantics (see docs/modes/nftables.md for the path of each kind of packet).
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::{Endpoint, ServicePort, TrafficPolicy};
 
 use super::{
-    super::names::{
-        FIREWALL_IPS, MARK_MASQ, NO_ENDPOINT_NODEPORTS, NO_ENDPOINT_SERVICES, REJECT_CHAIN,
-        SERVICE_IPS, SERVICE_NODEPORTS, ServiceNames, pick_chain, slot_map, vip_slots,
-    },
+    super::names::{MARK_MASQ, ServiceNames, slot_map},
     ctx::{FamilyCtx, proto},
     slots,
-    state::{Elem, ServiceObjects},
+    state::{Ep, ServiceObjects, Slots, Target, VKey, Verdict, VerdictMap, fingerprint},
 };
 
-/// Renders Service port `sp` with slot id `id`.
-pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> ServiceObjects {
+/// Chain name to its rules, in order: what a transaction needs of a port's chains and the
+/// applied state does not keep.
+pub type Rules = BTreeMap<String, Vec<String>>;
+
+/// Renders Service port `sp` with slot id `id`: its stored objects and its chains' rules.
+pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> (ServiceObjects, Rules) {
     let names = ServiceNames::new(&sp.name);
     let p = proto(sp.name.protocol);
     let ipx = ctx.ipx;
     let mut out = ServiceObjects {
         id,
+        port: sp.port,
         cluster_ip: sp.cluster_ip,
         ..Default::default()
     };
+    let mut verdicts = Vec::new();
+    let mut chains = Rules::new();
+    let mut sets = BTreeMap::new();
 
     if !sp.externally_accessible() && sp.session_affinity.is_none() {
-        render_plain(sp, &mut out);
-        return out;
+        render_plain(sp, &mut out, &mut verdicts);
+        out.verdicts = verdicts.into_boxed_slice();
+        return (out, chains);
     }
 
     let cluster_eps = truncated(&sp.endpoints.cluster);
@@ -46,6 +52,10 @@ pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> ServiceObje
         TrafficPolicy::Cluster => cluster_chain.clone(),
         TrafficPolicy::Local => local_chain.clone(),
     };
+    let policy_target = |policy| match policy {
+        TrafficPolicy::Cluster => Target::Cluster,
+        TrafficPolicy::Local => Target::Local,
+    };
     // The chain each kind of traffic ends in; `None` when its endpoint set is empty.
     let internal_chain = policy_chain(sp.internal_policy);
     let external_policy_chain = policy_chain(sp.external_policy);
@@ -54,41 +64,30 @@ pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> ServiceObje
     // No endpoints anywhere: REJECT. Endpoints, but none for this kind of traffic: DROP
     // (after the external chain had its chance to short-circuit pod and node traffic).
     let no_ep_verdict = if has_any {
-        "drop".to_owned()
+        Target::Drop
     } else {
-        format!("goto {REJECT_CHAIN}")
+        Target::Reject
     };
-    let key = |ip: &IpAddr, port: u16| format!("{ip} . {p} . {port}");
+    let mut verdict = |map, key, target| verdicts.push(Verdict { map, key, target });
 
     // Cluster IP.
+    let cip = VKey::Ip(sp.cluster_ip);
     match &internal_chain {
-        Some(chain) => out.elements.insert(Elem::new(
-            SERVICE_IPS,
-            key(&sp.cluster_ip, sp.port),
-            Some(format!("goto {chain}")),
-        )),
-        None => out.elements.insert(Elem::new(
-            NO_ENDPOINT_SERVICES,
-            key(&sp.cluster_ip, sp.port),
-            Some(no_ep_verdict.clone()),
-        )),
+        Some(_) => verdict(
+            VerdictMap::ServiceIps,
+            cip,
+            policy_target(sp.internal_policy),
+        ),
+        None => verdict(VerdictMap::NoEndpointServices, cip, no_ep_verdict),
     };
 
     // External IPs and load-balancer IPs.
     for ip in sp.external_ips.iter().chain(&sp.load_balancer_ips) {
-        if let Some(chain) = &external_chain {
-            out.elements.insert(Elem::new(
-                SERVICE_IPS,
-                key(ip, sp.port),
-                Some(format!("goto {chain}")),
-            ));
+        if external_chain.is_some() {
+            verdict(VerdictMap::ServiceIps, VKey::Ip(*ip), Target::External);
         }
         if external_policy_chain.is_none() {
-            out.elements.insert(Elem::new(
-                NO_ENDPOINT_SERVICES,
-                key(ip, sp.port),
-                Some(no_ep_verdict.clone()),
-            ));
+            verdict(VerdictMap::NoEndpointServices, VKey::Ip(*ip), no_ep_verdict);
         }
     }
 
@@ -109,35 +108,30 @@ pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> ServiceObje
         if node_allowed {
             sources.extend(sp.load_balancer_ips.iter().map(ToString::to_string));
         }
-        out.chains.insert(
-            chain.clone(),
+        chains.insert(
+            chain,
             vec![format!("{ipx} saddr != {{ {} }} drop", sources.join(", "))],
         );
         for ip in &sp.load_balancer_ips {
-            out.elements.insert(Elem::new(
-                FIREWALL_IPS,
-                key(ip, sp.port),
-                Some(format!("goto {chain}")),
-            ));
+            verdict(VerdictMap::FirewallIps, VKey::Ip(*ip), Target::Firewall);
         }
     }
 
     // NodePort (not subject to loadBalancerSourceRanges, as upstream).
     if let Some(np) = sp.node_port {
-        let np_key = format!("{p} . {np}");
-        if let Some(chain) = &external_chain {
-            out.elements.insert(Elem::new(
-                SERVICE_NODEPORTS,
-                np_key.clone(),
-                Some(format!("goto {chain}")),
-            ));
+        if external_chain.is_some() {
+            verdict(
+                VerdictMap::ServiceNodeports,
+                VKey::NodePort(np),
+                Target::External,
+            );
         }
         if external_policy_chain.is_none() {
-            out.elements.insert(Elem::new(
-                NO_ENDPOINT_NODEPORTS,
-                np_key,
-                Some(no_ep_verdict),
-            ));
+            verdict(
+                VerdictMap::NoEndpointNodeports,
+                VKey::NodePort(np),
+                no_ep_verdict,
+            );
         }
     }
 
@@ -162,15 +156,17 @@ pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> ServiceObje
         if let Some(target) = &external_policy_chain {
             rules.push(format!("goto {target}"));
         }
-        out.chains.insert(chain.clone(), rules);
+        chains.insert(chain.clone(), rules);
     }
 
     let affinity = sp.session_affinity.map(|a| a.timeout_seconds);
+    let mut slot_eps: [Box<[Ep]>; 2] = Default::default();
     for (chain, eps, local) in [
         (&cluster_chain, &cluster_eps, false),
         (&local_chain, &local_eps, true),
     ] {
         let Some(chain) = chain else { continue };
+        slot_eps[usize::from(local)] = eps.iter().map(ep).collect();
         let mut rules = Vec::new();
         match affinity {
             None => {
@@ -181,22 +177,33 @@ pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> ServiceObje
                     "meta l4proto {p} dnat {ipx} to numgen random mod {} offset {offset} map @{map}",
                     eps.len()
                 ));
-                for (i, ep) in eps.iter().enumerate() {
-                    out.elements.insert(Elem::new(
-                        &map,
-                        (offset + i as u32).to_string(),
-                        Some(format!("{} . {}", ep.ip(), ep.addr.port())),
-                    ));
-                }
             }
             Some(timeout) => {
-                rules.extend(affinity_rules(ctx, &names, p, eps, timeout, &mut out));
+                let ep_rules = affinity_rules(ctx, &names, p, eps, timeout, &mut sets, &mut chains);
+                rules.extend(ep_rules);
             }
         }
-        out.chains.insert(chain.clone(), rules);
-        out.hairpin_ips.extend(eps.iter().map(Endpoint::ip));
+        chains.insert(chain.clone(), rules);
     }
-    out
+    let [cluster, local] = slot_eps;
+    out.slots = Slots::Chains {
+        cluster,
+        local,
+        affinity: affinity.is_some(),
+    };
+    verdicts.sort_unstable();
+    verdicts.dedup();
+    out.verdicts = verdicts.into_boxed_slice();
+    out.chains = chains
+        .iter()
+        .map(|(c, rules)| (c.clone(), fingerprint(rules)))
+        .collect();
+    out.sets = sets.into_iter().collect();
+    (out, chains)
+}
+
+fn ep(e: &Endpoint) -> Ep {
+    (e.ip(), e.addr.port())
 }
 
 /// A port reached only through its cluster IP, without affinity (most ports in big clusters):
@@ -204,36 +211,30 @@ pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> ServiceObje
 /// count N, which looks the endpoint up by `cluster IP . port . random index` in
 /// `vip-slots-<proto>-N`. nft re-reads every chain of the family on each run, so a chain per Service
 /// would make every partial sync cost O(Services).
-fn render_plain(sp: &ServicePort, out: &mut ServiceObjects) {
-    let p = proto(sp.name.protocol);
-    let key = format!("{} . {p} . {}", sp.cluster_ip, sp.port);
+fn render_plain(sp: &ServicePort, out: &mut ServiceObjects, verdicts: &mut Vec<Verdict>) {
+    let key = VKey::Ip(sp.cluster_ip);
     let eps = truncated(sp.internal_endpoints());
     if eps.is_empty() {
-        let verdict = if sp.endpoints.has_any {
-            "drop".to_owned()
+        let target = if sp.endpoints.has_any {
+            Target::Drop
         } else {
-            format!("goto {REJECT_CHAIN}")
+            Target::Reject
         };
-        out.elements
-            .insert(Elem::new(NO_ENDPOINT_SERVICES, key, Some(verdict)));
+        verdicts.push(Verdict {
+            map: VerdictMap::NoEndpointServices,
+            key,
+            target,
+        });
         return;
     }
     let n = eps.len() as u32;
-    out.picks.insert((sp.name.protocol, n));
-    out.elements.insert(Elem::new(
-        SERVICE_IPS,
-        key.clone(),
-        Some(format!("goto {}", pick_chain(sp.name.protocol, n))),
-    ));
-    let map = vip_slots(sp.name.protocol, n);
-    for (i, ep) in eps.iter().enumerate() {
-        out.elements.insert(Elem::new(
-            &map,
-            format!("{} . {} . {i}", sp.cluster_ip, sp.port),
-            Some(format!("{} . {}", ep.ip(), ep.addr.port())),
-        ));
-    }
-    out.hairpin_ips.extend(eps.iter().map(Endpoint::ip));
+    out.pick = Some((sp.name.protocol, n));
+    verdicts.push(Verdict {
+        map: VerdictMap::ServiceIps,
+        key,
+        target: Target::Pick(n),
+    });
+    out.slots = Slots::Vip(eps.iter().map(ep).collect());
 }
 
 /// Session affinity (rare): an endpoint chain and a timed source set per endpoint, as upstream.
@@ -244,7 +245,8 @@ fn affinity_rules(
     p: &str,
     eps: &[Endpoint],
     timeout: u32,
-    out: &mut ServiceObjects,
+    sets: &mut BTreeMap<String, String>,
+    chains: &mut Rules,
 ) -> Vec<String> {
     let ipx = ctx.ipx;
     let mut rules = Vec::new();
@@ -252,7 +254,7 @@ fn affinity_rules(
     for (i, ep) in eps.iter().enumerate() {
         let chain = names.endpoint_chain(&ep.addr);
         let set = names.affinity_set(&ep.addr);
-        out.sets.insert(
+        sets.insert(
             set.clone(),
             format!(
                 "type {}; flags dynamic,timeout; timeout {timeout}s;",
@@ -261,7 +263,7 @@ fn affinity_rules(
         );
         rules.push(format!("{ipx} saddr @{set} goto {chain}"));
         choices.push(format!("{i} : goto {chain}"));
-        out.chains.insert(
+        chains.insert(
             chain,
             vec![
                 format!("update @{set} {{ {ipx} saddr }}"),

@@ -7,11 +7,14 @@ use std::{
 
 use crate::model::{IpFamily, NodeSettings, Protocol, ServicePortName};
 
+pub use super::objects::{Ep, Slots, Target, VKey, Verdict, VerdictMap};
+
 /// A member of a per-protocol family of maps and chains: (protocol, shard) for slot maps,
 /// (protocol, N) for `pick-N`.
 pub type MapId = (Protocol, u32);
 
-/// One element of one of our sets or maps: `key` or `key : value`.
+/// One element of one of our sets or maps as text, `key` or `key : value`: built for the ports
+/// a sync renders, never stored.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Elem {
     pub set: String,
@@ -37,24 +40,31 @@ impl Elem {
     }
 }
 
-/// Everything one Service port owns in the table, as rendered.
+/// Everything one Service port owns in the table, in a compact typed form: the diff base of the
+/// next partial sync. Kept for every port, so it holds no text (at 10k Services the text form
+/// took ~3 KiB per port); [`ServiceObjects::elements`] spells the elements again when a sync
+/// needs them, and chains keep only a fingerprint of their rules.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceObjects {
     /// Its slot id (see `slots`), stable while the port exists.
     pub id: u32,
-    /// Chain name to its rules, in order.
-    pub chains: BTreeMap<String, Vec<String>>,
-    /// Session-affinity sets: name to `add set` body.
-    pub sets: BTreeMap<String, String>,
-    /// Its elements in the shared maps (dispatch, no-endpoint verdicts, firewall, slots).
-    pub elements: BTreeSet<Elem>,
-    /// Shared, reference-counted contributions: its cluster IP and its endpoints' IPs.
+    /// The Service port number: the port of every `ip . proto . port` key.
+    pub port: u16,
+    /// Shared, reference-counted: the `cluster-ips` set holds it while some port uses it.
     pub cluster_ip: IpAddr,
-    pub hairpin_ips: BTreeSet<IpAddr>,
+    /// Its elements in the verdict maps (dispatch, no-endpoint verdicts, firewall), sorted.
+    pub verdicts: Box<[Verdict]>,
+    /// Its endpoints: slot map elements and (reference-counted) hairpin IPs.
+    pub slots: Slots,
+    /// Chain name to a [`fingerprint`] of its rules, sorted by name: enough to tell whether a
+    /// chain must be rewritten, whose new rules come from the new render.
+    pub chains: Box<[(String, u64)]>,
+    /// Session-affinity sets: name to `add set` body, sorted by name.
+    pub sets: Box<[(String, String)]>,
     /// The slot map (protocol, shard) its chains use, if any.
     pub shard: Option<MapId>,
-    /// Endpoint counts N whose shared `pick-N` chain it uses (chainless ports).
-    pub picks: BTreeSet<MapId>,
+    /// The shared `pick-N` chain (protocol, N) it dispatches to, if chainless.
+    pub pick: Option<MapId>,
 }
 
 impl Default for ServiceObjects {
@@ -62,15 +72,43 @@ impl Default for ServiceObjects {
     fn default() -> Self {
         Self {
             id: 0,
-            chains: BTreeMap::new(),
-            sets: BTreeMap::new(),
-            elements: BTreeSet::new(),
+            port: 0,
             cluster_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-            hairpin_ips: BTreeSet::new(),
+            verdicts: Box::default(),
+            slots: Slots::None,
+            chains: Box::default(),
+            sets: Box::default(),
             shard: None,
-            picks: BTreeSet::new(),
+            pick: None,
         }
     }
+}
+
+impl ServiceObjects {
+    /// The fingerprint of `chain`'s rules, if the port has that chain.
+    pub fn chain(&self, chain: &str) -> Option<u64> {
+        let i = self.chains.binary_search_by(|(c, _)| c.as_str().cmp(chain));
+        i.ok().map(|i| self.chains[i].1)
+    }
+
+    /// The endpoint IPs it contributes to the hairpin set (each once).
+    pub fn hairpin_ips(&self) -> BTreeSet<IpAddr> {
+        let (a, b): (&[Ep], &[Ep]) = match &self.slots {
+            Slots::None => (&[], &[]),
+            Slots::Vip(eps) => (eps, &[]),
+            Slots::Chains { cluster, local, .. } => (cluster, local),
+        };
+        a.iter().chain(b).map(|ep| ep.0).collect()
+    }
+}
+
+/// A fingerprint of a chain's rules. 64 bits of SipHash: a changed chain going unnoticed
+/// would take a collision between its old and new rules.
+pub fn fingerprint(rules: &[String]) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    rules.hash(&mut h);
+    h.finish()
 }
 
 /// The applied state of one family's table.
