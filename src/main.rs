@@ -26,6 +26,12 @@ use kproxy_dataplane::sysctl::IntFile;
 use kproxy_modes::{Mode, model::DesiredState};
 use tokio::task::JoinSet;
 
+// jemalloc instead of glibc malloc: glibc keeps the first sync's freed transients (tens of MiB
+// at 10k Services) in its arenas for the process's life; jemalloc's background thread returns
+// pages that stay unused past the decay time. See docs/benchmarks.md (d).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {

@@ -13,6 +13,7 @@ pub mod collisions;
 pub mod context;
 pub mod endpoints;
 pub mod service;
+pub mod slice;
 
 pub use context::{DetectLocal, NodeContext, NodeFacts, ProxyOptions};
 
@@ -82,12 +83,16 @@ pub fn compute(
 ) -> DesiredState {
     let facts = node.map(NodeFacts::from_node).unwrap_or_default();
     let ctx = NodeContext::new(opts, &facts);
-    let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
+    let mut names = slice::Names::default();
+    let mut by_service: BTreeMap<(String, String), Vec<slice::Slice>> = BTreeMap::new();
     let mut skipped = Vec::new();
-    for slice in slices {
-        match slice_service(slice) {
-            Some(key) => by_service.entry(key).or_default().push(slice),
-            None => skipped.push(skipped_slice(slice)),
+    for s in slices {
+        match slice_service(s) {
+            Some(key) => by_service
+                .entry(key)
+                .or_default()
+                .push(slice::Slice::from_api(s, &mut names)),
+            None => skipped.push(skipped_slice(s)),
         }
     }
     let mut state = empty_state(&ctx);
@@ -97,9 +102,9 @@ pub fn compute(
             namespace_of(&svc.metadata),
             svc.metadata.name.clone().unwrap_or_default(),
         );
-        let svc_slices = by_service.get(&key).map(Vec::as_slice).unwrap_or_default();
+        let svc_slices: Vec<&slice::Slice> = by_service.get(&key).into_iter().flatten().collect();
         created.insert(key.clone(), creation_rank(svc));
-        match service::compute(&ctx, svc, svc_slices) {
+        match service::compute(&ctx, svc, &svc_slices) {
             Ok(ports) => insert_ports(&mut state, ports),
             Err(outcome) => skipped.extend(skipped_service(svc, &outcome)),
         }

@@ -3,7 +3,7 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use ipnet::IpNet;
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::core::v1::Service;
 use kproxy_modes::model::{
     IpFamily, Protocol, ServicePort, ServicePortName, SessionAffinity, TrafficPolicy,
 };
@@ -11,6 +11,7 @@ use kproxy_modes::model::{
 use super::{
     context::NodeContext,
     endpoints::{self, Policies},
+    slice::Slice,
 };
 
 /// Labels that take a Service away from kproxy (upstream's server-side label selector).
@@ -32,7 +33,7 @@ pub enum Outcome {
 pub fn compute(
     ctx: &NodeContext,
     svc: &Service,
-    slices: &[&EndpointSlice],
+    slices: &[&Slice],
 ) -> Result<Vec<ServicePort>, Outcome> {
     let labels = svc.metadata.labels.as_ref();
     if labels.is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL)) {

@@ -3,17 +3,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::{
-    core::v1::{Node, Service},
-    discovery::v1::EndpointSlice,
-};
+use k8s_openapi::api::core::v1::{Node, Service};
 use kproxy_modes::model::{ChangeSet, DesiredState, IpFamily, ServicePortName, SkippedObject};
 use tracing::warn;
 
 use crate::{
-    desired::{self, NodeContext, NodeFacts, ProxyOptions, collisions::Claim, service},
+    desired::{
+        self, NodeContext, NodeFacts, ProxyOptions,
+        collisions::Claim,
+        service,
+        slice::{Names, Slice},
+    },
     source::{Event, Kind, Object},
 };
+
+mod claims;
 
 /// `(namespace, name)` of a namespaced object.
 type Key = (String, String);
@@ -22,7 +26,10 @@ pub struct Tracker {
     opts: ProxyOptions,
     // Boxed: BTreeMap nodes hold 11 values inline, often a third empty (a Service is ~800 bytes).
     services: BTreeMap<Key, Box<Service>>,
-    slices: BTreeMap<Key, Box<EndpointSlice>>,
+    /// Stored in kproxy's compact form: the API objects were most of kproxy's memory.
+    slices: BTreeMap<Key, Box<Slice>>,
+    /// The node and zone names the stored slices share.
+    names: Names,
     /// Service key -> names of its slices.
     slices_of: BTreeMap<Key, BTreeSet<String>>,
     node: Option<Node>,
@@ -53,6 +60,7 @@ impl Tracker {
             opts,
             services: BTreeMap::new(),
             slices: BTreeMap::new(),
+            names: Names::default(),
             slices_of: BTreeMap::new(),
             node: None,
             service_cidrs: BTreeMap::new(),
@@ -103,12 +111,15 @@ impl Tracker {
             }
             Object::EndpointSlice(slice) => {
                 let key = key_of(&slice.metadata);
-                if self.slices.get(&key) == Some(&slice) {
+                let stored = Box::new(Slice::from_api(&slice, &mut self.names));
+                // A change only in fields the compute does not read changes nothing.
+                if self.slices.get(&key) == Some(&stored) {
                     return;
                 }
                 self.remove_slice(&key);
-                match desired::slice_service(&slice) {
-                    Some(svc) => {
+                match &stored.service {
+                    Some(name) => {
+                        let svc = (key.0.clone(), name.to_string());
                         self.slices_of
                             .entry(svc.clone())
                             .or_default()
@@ -121,7 +132,7 @@ impl Tracker {
                             .insert(key.clone(), desired::skipped_slice(&slice));
                     }
                 }
-                self.slices.insert(key, slice);
+                self.slices.insert(key, stored);
             }
             Object::Node(node) => {
                 if node.metadata.name.as_deref() == Some(self.opts.node_name.as_str()) {
@@ -169,7 +180,8 @@ impl Tracker {
         let Some(old) = self.slices.remove(key) else {
             return;
         };
-        if let Some(svc) = desired::slice_service(&old) {
+        if let Some(name) = &old.service {
+            let svc = (key.0.clone(), name.to_string());
             if let Some(names) = self.slices_of.get_mut(&svc) {
                 names.remove(&key.1);
                 if names.is_empty() {
@@ -252,6 +264,7 @@ impl Tracker {
             self.ctx = Some(ctx);
             changes = ChangeSet::full();
         }
+        self.names.prune();
         let dirty = std::mem::take(&mut self.dirty);
         for key in dirty {
             self.recompute(&key, &mut changes);
@@ -290,13 +303,13 @@ impl Tracker {
             .into_iter()
             .collect();
         for port in self.parked.forget(&names) {
-            count_claims(&mut self.claim_counts, &mut self.contested, &port, false);
+            claims::count(&mut self.claim_counts, &mut self.contested, &port, false);
         }
         self.created.remove(key);
         for name in names {
             for f in state.families.iter_mut() {
                 if let Some(p) = f.services.remove(&name) {
-                    count_claims(&mut self.claim_counts, &mut self.contested, &p, false);
+                    claims::count(&mut self.claim_counts, &mut self.contested, &p, false);
                     old.insert((f.family, name.clone()), p);
                 }
             }
@@ -306,7 +319,7 @@ impl Tracker {
         if let Some(svc) = self.services.get(key) {
             self.created
                 .insert(key.clone(), desired::creation_rank(svc));
-            let slices: Vec<&EndpointSlice> = self
+            let slices: Vec<&Slice> = self
                 .slices_of
                 .get(key)
                 .into_iter()
@@ -326,7 +339,7 @@ impl Tracker {
         }
         let mut names = Vec::new();
         for port in &new_ports {
-            count_claims(&mut self.claim_counts, &mut self.contested, port, true);
+            claims::count(&mut self.claim_counts, &mut self.contested, port, true);
             let id = (IpFamily::of(&port.cluster_ip), port.name.clone());
             if old.remove(&id).as_ref() != Some(port) {
                 changes.services.insert(port.name.clone());
@@ -369,31 +382,5 @@ fn object_key(obj: &Object) -> Option<Key> {
         Object::Service(s) => Some(key_of(&s.metadata)),
         Object::EndpointSlice(s) => Some(key_of(&s.metadata)),
         Object::Node(_) | Object::ServiceCidr(_) => None,
-    }
-}
-
-/// Adds (or removes) a candidate port's claims to the counts, tracking contested tuples.
-fn count_claims(
-    counts: &mut std::collections::HashMap<Claim, u32>,
-    contested: &mut usize,
-    port: &kproxy_modes::model::ServicePort,
-    add: bool,
-) {
-    for claim in desired::collisions::claims(port) {
-        let n = counts.entry(claim.clone()).or_default();
-        let before = *n;
-        *n = if add {
-            before + 1
-        } else {
-            before.saturating_sub(1)
-        };
-        match (before > 1, *n > 1) {
-            (false, true) => *contested += 1,
-            (true, false) => *contested -= 1,
-            _ => {}
-        }
-        if *n == 0 {
-            counts.remove(&claim);
-        }
     }
 }
