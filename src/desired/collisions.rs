@@ -66,6 +66,18 @@ impl Parked {
         self.ports.is_empty()
     }
 
+    /// Names of the parked ports of Service `namespace/name`.
+    pub fn names_of<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a ServicePortName> {
+        self.ports
+            .keys()
+            .map(|(_, n)| n)
+            .filter(move |n| n.namespace == namespace && n.name == name)
+    }
+
     /// Forgets parked ports of these names (their Service was recomputed or deleted) and
     /// returns them.
     pub fn forget(&mut self, names: &BTreeSet<ServicePortName>) -> Vec<ServicePort> {

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Node, Service};
-use kproxy_modes::model::{ChangeSet, DesiredState, IpFamily, ServicePortName, SkippedObject};
+use kproxy_modes::model::{
+    ChangeSet, DesiredState, IpFamily, Protocol, ServicePortName, SkippedObject,
+};
 use tracing::warn;
 
 use crate::{
@@ -40,13 +42,10 @@ pub struct Tracker {
     dirty: BTreeSet<Key>,
     ctx: Option<NodeContext>,
     state: Option<DesiredState>,
-    ports_of: BTreeMap<Key, Vec<ServicePortName>>,
     skipped_services: BTreeMap<Key, SkippedObject>,
     skipped_slices: BTreeMap<Key, SkippedObject>,
     /// Service ports left out because they collide with an older Service's.
     parked: desired::collisions::Parked,
-    /// Collision rank (creation time) of each Service.
-    created: BTreeMap<Key, String>,
     /// How many candidate ports claim each VIP tuple or NodePort, and how many tuples have more
     /// than one claimant: with none contested and none parked, the collision pass (a walk over
     /// every port) can be skipped, which keeps a one-Service change O(that Service).
@@ -68,11 +67,9 @@ impl Tracker {
             dirty: BTreeSet::new(),
             ctx: None,
             state: None,
-            ports_of: BTreeMap::new(),
             skipped_services: BTreeMap::new(),
             skipped_slices: BTreeMap::new(),
             parked: Default::default(),
-            created: BTreeMap::new(),
             claim_counts: Default::default(),
             contested: 0,
         }
@@ -255,7 +252,6 @@ impl Tracker {
         if self.state.is_none() || self.ctx.as_ref() != Some(&ctx) {
             // Node facts feed every Service's result: recompute all of them.
             self.state = Some(desired::empty_state(&ctx));
-            self.ports_of.clear();
             self.skipped_services.clear();
             self.parked.clear();
             self.claim_counts.clear();
@@ -271,9 +267,13 @@ impl Tracker {
         }
         let state = self.state.as_mut()?;
         if self.contested > 0 || !self.parked.is_empty() {
-            let created = &self.created;
+            // The rank is read from the stored Service when a collision is possible rather than
+            // kept per Service: that index cost ~2 MiB at 10k Services, for a rare pass.
+            let services = &self.services;
             let moved = desired::collisions::resolve(state, &mut self.parked, |n| {
-                desired::port_rank(created, n)
+                let key = (n.namespace.clone(), n.name.clone());
+                let rank = services.get(&key).map(|s| desired::creation_rank(s));
+                (rank.unwrap_or_default(), n.clone())
             });
             changes.services.extend(moved);
         } else {
@@ -296,16 +296,26 @@ impl Tracker {
             return;
         };
         let mut old = BTreeMap::new();
-        let names: BTreeSet<ServicePortName> = self
-            .ports_of
-            .remove(key)
-            .unwrap_or_default()
-            .into_iter()
+        // The Service's ports are looked up where they are (the desired state, or parked behind
+        // a collision) instead of in a per-Service index of names: at 10k Services that index
+        // was ~3 MiB of copies of keys the state already holds. ("", TCP) sorts first, so the
+        // range starts at the Service's first port.
+        let first = ServicePortName::new(&key.0, &key.1, "", Protocol::Tcp);
+        let names: BTreeSet<ServicePortName> = state
+            .families
+            .iter()
+            .flat_map(|f| {
+                f.services
+                    .range(&first..)
+                    .map(|(n, _)| n)
+                    .take_while(|n| n.namespace == key.0 && n.name == key.1)
+            })
+            .chain(self.parked.names_of(&key.0, &key.1))
+            .cloned()
             .collect();
         for port in self.parked.forget(&names) {
             claims::count(&mut self.claim_counts, &mut self.contested, &port, false);
         }
-        self.created.remove(key);
         for name in names {
             for f in state.families.iter_mut() {
                 if let Some(p) = f.services.remove(&name) {
@@ -317,8 +327,6 @@ impl Tracker {
         self.skipped_services.remove(key);
         let mut new_ports = Vec::new();
         if let Some(svc) = self.services.get(key) {
-            self.created
-                .insert(key.clone(), desired::creation_rank(svc));
             let slices: Vec<&Slice> = self
                 .slices_of
                 .get(key)
@@ -337,24 +345,17 @@ impl Tracker {
                 }
             }
         }
-        let mut names = Vec::new();
         for port in &new_ports {
             claims::count(&mut self.claim_counts, &mut self.contested, port, true);
             let id = (IpFamily::of(&port.cluster_ip), port.name.clone());
             if old.remove(&id).as_ref() != Some(port) {
                 changes.services.insert(port.name.clone());
             }
-            if !names.contains(&port.name) {
-                names.push(port.name.clone());
-            }
         }
         changes
             .services
             .extend(old.into_keys().map(|(_, name)| name));
         desired::insert_ports(state, new_ports);
-        if !names.is_empty() {
-            self.ports_of.insert(key.clone(), names);
-        }
     }
 }
 
