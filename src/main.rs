@@ -180,19 +180,21 @@ fn observability(
 /// The data plane for the configured mode.
 fn make_mode(cfg: &KubeProxyConfiguration) -> Result<Box<dyn Mode + Send>> {
     use kproxy::config::ProxyMode;
-    use kproxy_dataplane::nft::Exec;
-    use kproxy_modes::nftables::NftablesMode;
     match cfg.proxy_mode() {
-        ProxyMode::Nftables => Ok(Box::new(NftablesMode::with_exec(Exec::new()))),
+        ProxyMode::Nftables => Ok(nftables_mode()),
         other => bail!("proxy mode {other} is not available in this build yet"),
     }
 }
 
 /// One instance of every mode this build has (for `--cleanup`).
 fn every_mode() -> Vec<Box<dyn Mode + Send>> {
+    vec![nftables_mode()]
+}
+
+fn nftables_mode() -> Box<dyn Mode + Send> {
     use kproxy_dataplane::nft::Exec;
     use kproxy_modes::nftables::NftablesMode;
-    vec![Box::new(NftablesMode::with_exec(Exec::new()))]
+    Box::new(NftablesMode::with_exec(Exec::new()))
 }
 
 async fn shutdown_signal() {

@@ -1,24 +1,21 @@
-//! Deleting conntrack entries by filter: the [`ConntrackClient`] trait, [`ConntrackNetlink`]
-//! (ctnetlink, what kproxy uses) and [`ConntrackCli`] (runs `conntrack -D` from conntrack-tools;
-//! kept as a second implementation of the same filter, nothing in kproxy runs it).
+//! Deleting conntrack entries: the [`ConntrackClient`] trait and [`ConntrackNetlink`], its
+//! ctnetlink implementation.
 //!
-//! Why netlink rather than the CLI: no conntrack-tools binary needed on the node, one table dump
-//! per family for all the filters of a sync (the CLI dumps once per filter, i.e. per stale
-//! endpoint and VIP), and kernel errors arrive as errnos instead of text on stderr. The messages
+//! Why netlink rather than the `conntrack` CLI: no conntrack-tools binary needed on the node, one
+//! table dump per family for all the filters of a sync (the CLI dumps once per filter, i.e. per
+//! stale endpoint and VIP), and kernel errors arrive as errnos instead of text on stderr. The messages
 //! come from `netlink-packet-netfilter` (see `wire.rs`), the socket from `netlink-sys`.
 //!
 //! The kernel's ctnetlink delete takes one exact tuple (or flushes everything), so a filtered
 //! delete is a dump of the family's table, a match in user space and one delete per matching
 //! entry; that is what `conntrack -D` does too. Matching lives on [`FlowFilter::matches`], so
-//! both clients and the tests agree on what a filter selects.
+//! the client and the tests agree on what a filter selects.
 
-mod cli;
 mod netlink;
 pub mod wire;
 
 use std::{net::IpAddr, sync::Arc};
 
-pub use cli::ConntrackCli;
 pub use netlink::ConntrackNetlink;
 pub use wire::{Entry, FlowTuple};
 
@@ -125,13 +122,9 @@ pub enum ConntrackError {
     Unbounded(FlowFilter),
     #[error("conntrack filter mixes address families: {0:?}")]
     MixedFamilies(FlowFilter),
-    #[error("running {program}: {source}")]
-    Spawn {
-        program: String,
-        source: std::io::Error,
-    },
-    #[error("conntrack failed ({status}): {stderr}")]
-    Failed { status: String, stderr: String },
+    /// A failure of an earlier filter of the same call, repeated for a later one.
+    #[error("conntrack: {0}")]
+    Earlier(String),
     /// A socket call or a kernel answer (NLMSG_ERROR) failed. Shared (`Arc`) because one failed
     /// dump fails every filter of its family.
     #[error("conntrack netlink {op}: {source}")]
@@ -150,11 +143,6 @@ pub enum ConntrackError {
     /// named with it.
     #[error("refusing to delete a conntrack entry that is not UDP of {l3:?}: {entry:?}")]
     Foreign { l3: L3, entry: Box<Entry> },
-    #[error("{client} cannot {op}")]
-    Unsupported {
-        client: &'static str,
-        op: &'static str,
-    },
 }
 
 impl ConntrackError {
@@ -190,10 +178,7 @@ impl ConntrackError {
                 op,
                 message: message.clone(),
             },
-            other => ConntrackError::Failed {
-                status: "earlier failure".to_owned(),
-                stderr: other.to_string(),
-            },
+            other => ConntrackError::Earlier(other.to_string()),
         }
     }
 }

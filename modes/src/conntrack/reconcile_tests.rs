@@ -4,33 +4,15 @@
 //! 198.51.100.7 and LB IP 1.2.3.4, port 53, NodePort 30053; endpoints 10.1.0.x:53; the client
 //! 10.0.0.2; node address 192.168.0.2.
 
-use kproxy_dataplane::conntrack::{Entry, FlowTuple, IPPROTO_UDP};
+use kproxy_dataplane::conntrack::{Entry, IPPROTO_UDP};
 
 use super::*;
 use crate::{
-    conntrack::tests::{ip, sa, sp, state},
+    conntrack::tests::{flow, ip, sa, sp, state},
     model::{IpFamily, NodePortAddresses, Protocol, ServicePort},
 };
 
 const TCP: u8 = 6;
-
-/// A flow from the client 10.0.0.2:40000 to `dst`, DNATed to `target` (its reply source).
-fn flow(proto: u8, dst: &str, target: &str) -> Entry {
-    let (dst, target, client) = (sa(dst), sa(target), sa("10.0.0.2:40000"));
-    let tuple = |src: SocketAddr, dst: SocketAddr| FlowTuple {
-        src: Some(src.ip()),
-        dst: Some(dst.ip()),
-        proto: Some(proto),
-        src_port: Some(src.port()),
-        dst_port: Some(dst.port()),
-    };
-    Entry {
-        orig: tuple(client, dst),
-        reply: tuple(target, client),
-        zone: None,
-        id: Some(7),
-    }
-}
 
 fn udp(dst: &str, target: &str) -> Entry {
     flow(IPPROTO_UDP, dst, target)

@@ -203,10 +203,7 @@ struct Table {
 }
 
 fn failed() -> ConntrackError {
-    ConntrackError::Failed {
-        status: "exit status: 2".into(),
-        stderr: "test".into(),
-    }
+    ConntrackError::Earlier("test".into())
 }
 
 impl ConntrackClient for FakeTable {
@@ -239,13 +236,14 @@ impl ConntrackClient for FakeTable {
     }
 }
 
-/// UDP 10.0.0.2:40000 -> `dst`, DNATed to `target`.
-fn udp_flow(dst: &str, target: &str) -> Entry {
+/// A flow of protocol `proto` from the client 10.0.0.2:40000 to `dst`, DNATed to `target` (its
+/// reply source).
+pub fn flow(proto: u8, dst: &str, target: &str) -> Entry {
     let (dst, target, client) = (sa(dst), sa(target), sa("10.0.0.2:40000"));
     let tuple = |src: SocketAddr, dst: SocketAddr| FlowTuple {
         src: Some(src.ip()),
         dst: Some(dst.ip()),
-        proto: Some(IPPROTO_UDP),
+        proto: Some(proto),
         src_port: Some(src.port()),
         dst_port: Some(dst.port()),
     };
@@ -255,6 +253,11 @@ fn udp_flow(dst: &str, target: &str) -> Entry {
         zone: None,
         id: None,
     }
+}
+
+/// UDP 10.0.0.2:40000 -> `dst`, DNATed to `target`.
+fn udp_flow(dst: &str, target: &str) -> Entry {
+    flow(IPPROTO_UDP, dst, target)
 }
 
 #[test]
