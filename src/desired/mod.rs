@@ -3,11 +3,16 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::{
-    core::v1::{Node, Service},
-    discovery::v1::EndpointSlice,
+use k8s_openapi::{
+    api::{
+        core::v1::{Node, Service},
+        discovery::v1::EndpointSlice,
+    },
+    apimachinery::pkg::apis::meta::v1::Time,
 };
-use kproxy_modes::model::{DesiredState, FamilyState, IpFamily, ServicePort, SkippedObject};
+use kproxy_modes::model::{
+    DesiredState, FamilyState, IpFamily, ServicePort, ServicePortName, SkippedObject,
+};
 
 pub mod collisions;
 pub mod context;
@@ -103,11 +108,15 @@ pub fn compute(
             svc.metadata.name.clone().unwrap_or_default(),
         );
         let svc_slices: Vec<&slice::Slice> = by_service.get(&key).into_iter().flatten().collect();
-        created.insert(key.clone(), creation_rank(svc));
-        match service::compute(&ctx, svc, &svc_slices) {
-            Ok(ports) => insert_ports(&mut state, ports),
-            Err(outcome) => skipped.extend(skipped_service(svc, &outcome)),
+        let stored = service::StoredService::from_api(svc);
+        match &stored.spec {
+            Ok(spec) => insert_ports(
+                &mut state,
+                service::compute(&ctx, (&key.0, &key.1), spec, &svc_slices),
+            ),
+            Err(outcome) => skipped.extend(skipped_service(&key.0, &key.1, outcome)),
         }
+        created.insert(key, stored.created);
     }
     let mut parked = collisions::Parked::default();
     collisions::resolve(&mut state, &mut parked, |n| port_rank(&created, n));
@@ -117,33 +126,29 @@ pub fn compute(
     state
 }
 
-/// Orders a Service for collisions: the older one wins (RFC 3339 UTC timestamps sort as text).
-pub fn creation_rank(svc: &Service) -> String {
-    svc.metadata
-        .creation_timestamp
-        .as_ref()
-        .and_then(|t| serde_json::to_string(t).ok())
-        .unwrap_or_default()
-}
-
-/// The collision rank of a Service port: its Service's age, then its name.
+/// The collision rank of a Service port: its Service's age (the older wins; no timestamp sorts
+/// first), then its name.
 pub fn port_rank(
-    created: &BTreeMap<(String, String), String>,
-    name: &kproxy_modes::model::ServicePortName,
-) -> (String, kproxy_modes::model::ServicePortName) {
+    created: &BTreeMap<(String, String), Option<Time>>,
+    name: &ServicePortName,
+) -> (Option<Time>, ServicePortName) {
     let key = (name.namespace.clone(), name.name.clone());
-    (created.get(&key).cloned().unwrap_or_default(), name.clone())
+    (created.get(&key).cloned().flatten(), name.clone())
 }
 
 /// The skip record for a Service that produced no ports, if it was invalid (ignored Services,
 /// such as headless ones, are not problems).
-pub fn skipped_service(svc: &Service, outcome: &service::Outcome) -> Option<SkippedObject> {
+pub fn skipped_service(
+    namespace: &str,
+    name: &str,
+    outcome: &service::Outcome,
+) -> Option<SkippedObject> {
     match outcome {
         service::Outcome::Ignored(_) => None,
         service::Outcome::Invalid(reason) => Some(SkippedObject {
             kind: "Service".into(),
-            namespace: namespace_of(&svc.metadata),
-            name: svc.metadata.name.clone().unwrap_or_default(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
             reason: reason.clone(),
         }),
     }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Node;
 use kproxy_modes::model::{
     ChangeSet, DesiredState, IpFamily, Protocol, ServicePortName, SkippedObject,
 };
@@ -13,7 +13,7 @@ use crate::{
     desired::{
         self, NodeContext, NodeFacts, ProxyOptions,
         collisions::Claim,
-        service,
+        service::{self, StoredService},
         slice::{Names, Slice},
     },
     source::{Event, Kind, Object},
@@ -26,8 +26,9 @@ type Key = (String, String);
 
 pub struct Tracker {
     opts: ProxyOptions,
-    // Boxed: BTreeMap nodes hold 11 values inline, often a third empty (a Service is ~800 bytes).
-    services: BTreeMap<Key, Box<Service>>,
+    /// Stored in kproxy's compact form, boxed: BTreeMap nodes hold 11 values inline, often a
+    /// third empty.
+    services: BTreeMap<Key, Box<StoredService>>,
     /// Stored in kproxy's compact form: the API objects were most of kproxy's memory.
     slices: BTreeMap<Key, Box<Slice>>,
     /// The node and zone names the stored slices share.
@@ -101,8 +102,10 @@ impl Tracker {
         match obj {
             Object::Service(svc) => {
                 let key = key_of(&svc.metadata);
-                if self.services.get(&key) != Some(&svc) {
-                    self.services.insert(key.clone(), svc);
+                let stored = Box::new(StoredService::from_api(&svc));
+                // As for slices: a change only in fields the compute does not read changes nothing.
+                if self.services.get(&key) != Some(&stored) {
+                    self.services.insert(key.clone(), stored);
                     self.dirty.insert(key);
                 }
             }
@@ -272,8 +275,8 @@ impl Tracker {
             let services = &self.services;
             let moved = desired::collisions::resolve(state, &mut self.parked, |n| {
                 let key = (n.namespace.clone(), n.name.clone());
-                let rank = services.get(&key).map(|s| desired::creation_rank(s));
-                (rank.unwrap_or_default(), n.clone())
+                let rank = services.get(&key).and_then(|s| s.created.clone());
+                (rank, n.clone())
             });
             changes.services.extend(moved);
         } else {
@@ -326,24 +329,25 @@ impl Tracker {
         }
         self.skipped_services.remove(key);
         let mut new_ports = Vec::new();
-        if let Some(svc) = self.services.get(key) {
-            let slices: Vec<&Slice> = self
-                .slices_of
-                .get(key)
-                .into_iter()
-                .flatten()
-                .filter_map(|name| self.slices.get(&(key.0.clone(), name.clone())))
-                .map(|slice| &**slice)
-                .collect();
-            match service::compute(ctx, svc, &slices) {
-                Ok(ports) => new_ports = ports,
-                Err(outcome) => {
-                    if let Some(s) = desired::skipped_service(svc, &outcome) {
-                        warn!(service = %format!("{}/{}", key.0, key.1), reason = %s.reason, "skipping invalid Service");
-                        self.skipped_services.insert(key.clone(), s);
-                    }
+        match self.services.get(key).map(|svc| &svc.spec) {
+            Some(Ok(spec)) => {
+                let slices: Vec<&Slice> = self
+                    .slices_of
+                    .get(key)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|name| self.slices.get(&(key.0.clone(), name.clone())))
+                    .map(|slice| &**slice)
+                    .collect();
+                new_ports = service::compute(ctx, (&key.0, &key.1), spec, &slices);
+            }
+            Some(Err(outcome)) => {
+                if let Some(s) = desired::skipped_service(&key.0, &key.1, outcome) {
+                    warn!(service = %format!("{}/{}", key.0, key.1), reason = %s.reason, "skipping invalid Service");
+                    self.skipped_services.insert(key.clone(), s);
                 }
             }
+            None => {}
         }
         for port in &new_ports {
             claims::count(&mut self.claim_counts, &mut self.contested, port, true);

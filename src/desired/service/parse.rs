@@ -1,18 +1,15 @@
-//! One Service (and its EndpointSlices) to its Service ports, per family.
+//! The part of a Service the compute reads, validated once when the Service is stored. A
+//! k8s-openapi `Service` is ~800 bytes before its strings; this form is ~120 with the ports
+//! (at 10k Services the stored API objects were 8 MiB of kproxy's memory). Everything here
+//! depends on the Service alone, so an invalid Service is known as soon as it arrives.
 
 use std::{collections::BTreeSet, net::IpAddr};
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::Service;
-use kproxy_modes::model::{
-    IpFamily, Protocol, ServicePort, ServicePortName, SessionAffinity, TrafficPolicy,
-};
+use k8s_openapi::{api::core::v1::Service, apimachinery::pkg::apis::meta::v1::Time};
+use kproxy_modes::model::{Protocol, SessionAffinity, TrafficPolicy};
 
-use super::{
-    context::NodeContext,
-    endpoints::{self, Policies},
-    slice::Slice,
-};
+use super::Outcome;
 
 /// Labels that take a Service away from kproxy (upstream's server-side label selector).
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
@@ -20,21 +17,52 @@ pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 /// Upstream's default session-affinity timeout (3 hours).
 const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
 
-/// Why a Service produced no Service ports.
+/// A Service as the tracker stores it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Not kproxy's to proxy (headless, ExternalName, another proxy's): not an error.
-    Ignored(&'static str),
-    /// Malformed: skipped as a whole so nothing of it is half-applied.
-    Invalid(String),
+pub struct StoredService {
+    /// `metadata.creationTimestamp`: the older Service wins a port collision.
+    pub created: Option<Time>,
+    /// The Service's ports to compute, or why it has none.
+    pub spec: Result<ParsedService, Outcome>,
 }
 
-/// Computes the Service ports of `svc` in every family the node serves.
-pub fn compute(
-    ctx: &NodeContext,
-    svc: &Service,
-    slices: &[&Slice],
-) -> Result<Vec<ServicePort>, Outcome> {
+/// A valid, proxied Service: what every family's Service ports are computed from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParsedService {
+    /// Never empty (a Service without one is headless, and ignored).
+    pub cluster_ips: Box<[IpAddr]>,
+    pub external_ips: Box<[IpAddr]>,
+    /// Empty unless the Service is of type LoadBalancer.
+    pub load_balancer_ips: Box<[IpAddr]>,
+    pub source_ranges: Box<[IpNet]>,
+    pub ports: Box<[ParsedPort]>,
+    pub affinity: Option<SessionAffinity>,
+    pub internal_policy: TrafficPolicy,
+    /// Already `Cluster` for a Service not reachable from outside.
+    pub external_policy: TrafficPolicy,
+    pub is_load_balancer: bool,
+    pub health_check_node_port: Option<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParsedPort {
+    pub name: Box<str>,
+    pub protocol: Protocol,
+    pub port: u16,
+    /// Only for NodePort and LoadBalancer Services.
+    pub node_port: Option<u16>,
+}
+
+impl StoredService {
+    pub fn from_api(svc: &Service) -> Self {
+        StoredService {
+            created: svc.metadata.creation_timestamp.clone(),
+            spec: parse(svc),
+        }
+    }
+}
+
+fn parse(svc: &Service) -> Result<ParsedService, Outcome> {
     let labels = svc.metadata.labels.as_ref();
     if labels.is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL)) {
         return Err(Outcome::Ignored("labelled for another proxy"));
@@ -59,6 +87,7 @@ pub fn compute(
         "spec.externalIPs",
         spec.external_ips.as_deref().unwrap_or_default(),
     )?;
+    // Checked whatever the type, as before this form existed; kept only for load balancers.
     let lb_ips = load_balancer_ips(svc)?;
     let source_ranges = source_ranges(
         spec.load_balancer_source_ranges
@@ -106,22 +135,19 @@ pub fn compute(
         .map(|p| port_number("spec.healthCheckNodePort", p))
         .transpose()?;
 
-    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
-    let name = svc.metadata.name.as_deref().unwrap_or_default();
-    let ports = spec.ports.as_deref().unwrap_or_default();
     let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    for (i, p) in ports.iter().enumerate() {
+    let mut ports = Vec::new();
+    for (i, p) in spec.ports.iter().flatten().enumerate() {
         let protocol = Protocol::from_api(p.protocol.as_deref()).ok_or_else(|| {
             Outcome::Invalid(format!(
                 "unknown protocol {:?} in spec.ports[{i}]",
                 p.protocol.as_deref().unwrap_or("")
             ))
         })?;
-        let port_name = p.name.clone().unwrap_or_default();
-        if !seen.insert((port_name.clone(), protocol)) {
+        let name = p.name.as_deref().unwrap_or_default();
+        if !seen.insert((name, protocol)) {
             return Err(Outcome::Invalid(format!(
-                "duplicate port {port_name:?}/{protocol} in spec.ports"
+                "duplicate port {name:?}/{protocol} in spec.ports"
             )));
         }
         let port = port_number(&format!("spec.ports[{i}].port"), p.port)?;
@@ -129,63 +155,25 @@ pub fn compute(
             Some(0) | None => None,
             Some(np) => Some(port_number(&format!("spec.ports[{i}].nodePort"), np)?),
         };
-        for (family, _) in &ctx.families {
-            let Some(cluster_ip) = cluster_ips
-                .iter()
-                .copied()
-                .find(|ip| IpFamily::of(ip) == *family)
-            else {
-                continue;
-            };
-            let in_family = |ips: &[IpAddr]| {
-                ips.iter()
-                    .copied()
-                    .filter(|ip| IpFamily::of(ip) == *family)
-                    .collect()
-            };
-            let external_ips: Vec<IpAddr> = in_family(&external_ips);
-            let load_balancer_ips: Vec<IpAddr> = if is_lb {
-                in_family(&lb_ips)
-            } else {
-                Vec::new()
-            };
-            let externally_accessible =
-                node_port.is_some() || !external_ips.is_empty() || !load_balancer_ips.is_empty();
-            let policies = Policies {
-                internal: internal_policy,
-                external: external_policy,
-                externally_accessible,
-            };
-            let slice_eps =
-                endpoints::collect(slices, &port_name, protocol, *family, &ctx.node_name);
-            out.push(ServicePort {
-                name: ServicePortName::new(ns, name, &port_name, protocol),
-                cluster_ip,
-                port,
-                node_port,
-                external_ips,
-                load_balancer_ips,
-                load_balancer_source_ranges: source_ranges
-                    .iter()
-                    .filter(|n| IpFamily::of(&n.addr()) == *family)
-                    .copied()
-                    .collect(),
-                session_affinity: affinity,
-                internal_policy,
-                external_policy,
-                // Upstream serves the health check only for eTP=Local LoadBalancer Services.
-                health_check_node_port: health_check_node_port
-                    .filter(|_| is_lb && external_policy == TrafficPolicy::Local),
-                endpoints: endpoints::categorize(
-                    &slice_eps,
-                    &policies,
-                    &ctx.node_name,
-                    ctx.zone.as_deref(),
-                ),
-            });
-        }
+        ports.push(ParsedPort {
+            name: name.into(),
+            protocol,
+            port,
+            node_port,
+        });
     }
-    Ok(out)
+    Ok(ParsedService {
+        cluster_ips: cluster_ips.into(),
+        external_ips: external_ips.into(),
+        load_balancer_ips: if is_lb { lb_ips.into() } else { Box::default() },
+        source_ranges: source_ranges.into(),
+        ports: ports.into(),
+        affinity,
+        internal_policy,
+        external_policy,
+        is_load_balancer: is_lb,
+        health_check_node_port,
+    })
 }
 
 fn port_number(field: &str, value: i32) -> Result<u16, Outcome> {
@@ -249,4 +237,67 @@ fn source_ranges(ranges: &[String]) -> Result<Vec<IpNet>, Outcome> {
                 })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(annotation: &str, type_: &str, protocol: &str) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "svc", "namespace": "ns", "annotations": {"a": annotation},
+                "creationTimestamp": "2026-01-02T03:04:05Z",
+            },
+            "spec": {
+                "type": type_, "clusterIPs": ["10.96.0.10"],
+                "ports": [{"name": "http", "port": 80, "nodePort": 30080, "protocol": protocol}],
+            },
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.7"}]}},
+        }))
+        .unwrap()
+    }
+
+    /// The stored form keeps what the compute reads and compares equal across changes to
+    /// anything else (so the tracker does not recompute the Service).
+    #[test]
+    fn keeps_what_the_compute_reads() {
+        let lb = StoredService::from_api(&service("x", "LoadBalancer", "UDP"));
+        let spec = lb.spec.as_ref().unwrap();
+        assert_eq!(lb.created.as_ref().unwrap().0.as_second(), 1767323045);
+        assert_eq!(
+            &*spec.load_balancer_ips,
+            &["192.0.2.7".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            &*spec.ports,
+            &[ParsedPort {
+                name: "http".into(),
+                protocol: Protocol::Udp,
+                port: 80,
+                node_port: Some(30080),
+            }]
+        );
+        assert_eq!(
+            lb,
+            StoredService::from_api(&service("y", "LoadBalancer", "UDP"))
+        );
+        // Only load balancers keep ingress IPs; only NodePort-capable types keep node ports.
+        let cluster_ip = StoredService::from_api(&service("x", "ClusterIP", "UDP"));
+        let spec = cluster_ip.spec.as_ref().unwrap();
+        assert!(spec.load_balancer_ips.is_empty());
+        assert_eq!(spec.ports[0].node_port, None);
+    }
+
+    #[test]
+    fn an_invalid_service_is_known_when_stored() {
+        let bad = StoredService::from_api(&service("x", "ClusterIP", "ICMP"));
+        assert_eq!(
+            bad.spec,
+            Err(Outcome::Invalid(
+                "unknown protocol \"ICMP\" in spec.ports[0]".into()
+            ))
+        );
+        assert!(bad.created.is_some());
+    }
 }
