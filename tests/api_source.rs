@@ -1,7 +1,10 @@
 //! The Kubernetes API source against an in-process API server (tests/apiserver): initial lists,
 //! changes, dropped watches, 410 Gone relists, selectors, paging, and readiness of the tracker.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use k8s_openapi::api::{core::v1::Service, networking::v1::ServiceCIDR};
 use kproxy::{
@@ -34,6 +37,8 @@ use support::{NODE, node, simple_service, simple_slice};
 pub struct Source {
     rx: mpsc::Receiver<Event>,
     task: JoinHandle<()>,
+    /// Lists in progress, gathered by [`Source::next`].
+    lists: BTreeMap<Kind, Vec<Object>>,
 }
 
 impl Source {
@@ -54,14 +59,40 @@ impl Source {
             page_size,
         };
         let task = tokio::spawn(watch_all_with(client, opts, tx));
-        Source { rx, task }
+        Source {
+            rx,
+            task,
+            lists: BTreeMap::new(),
+        }
     }
 
-    pub async fn next(&mut self) -> Event {
+    /// The next event as the source sends it.
+    pub async fn next_streamed(&mut self) -> Event {
         timeout(Duration::from_secs(10), self.rx.recv())
             .await
             .expect("an event within 10 s")
             .expect("the source runs")
+    }
+
+    /// The next change, or the next complete list gathered into one `Replace` (lists of
+    /// different kinds arrive interleaved: each watcher sends its own).
+    pub async fn next(&mut self) -> Event {
+        loop {
+            match self.next_streamed().await {
+                Event::ListBegin(kind) => {
+                    self.lists.insert(kind, Vec::new());
+                }
+                Event::Listed(o) => {
+                    let list = self.lists.get_mut(&o.kind());
+                    list.expect("a Listed object after its ListBegin").push(o);
+                }
+                Event::ListEnd(kind) => {
+                    let list = self.lists.remove(&kind);
+                    return Event::Replace(kind, list.expect("a ListEnd after its ListBegin"));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The first event of each kind must be its list: returns the names each list had.
@@ -108,7 +139,10 @@ pub fn change(ev: &Event) -> (&'static str, String) {
     match ev {
         Event::Apply(o) => ("apply", name(o)),
         Event::Delete(o) => ("delete", name(o)),
-        Event::Replace(k, _) => panic!("expected a change, got a {k} list"),
+        Event::Replace(k, _) | Event::ListBegin(k) | Event::ListEnd(k) => {
+            panic!("expected a change, got a {k} list")
+        }
+        Event::Listed(o) => panic!("expected a change, got a listed {}", name(o)),
     }
 }
 
@@ -282,8 +316,9 @@ async fn the_tracker_has_no_state_until_services_slices_and_the_node_are_each_li
     let mut listed = BTreeSet::new();
     let required = BTreeSet::from([Kind::Service, Kind::EndpointSlice, Kind::Node]);
     while listed != required {
-        let ev = source.next().await;
-        if let Event::Replace(kind, _) = &ev
+        // As the agent gets them: the tracker acts on a list only at its end.
+        let ev = source.next_streamed().await;
+        if let Event::ListEnd(kind) = &ev
             && *kind != Kind::ServiceCidr
         {
             listed.insert(*kind);

@@ -195,3 +195,36 @@ fn service_cidr_objects_feed_the_service_cidrs_of_their_family() {
             .is_empty()
     );
 }
+
+/// A streamed relist (the API source's form) acts only at its end, and as a whole: until then
+/// the state keeps the old objects, changed or not listed; an abandoned list counts for nothing.
+#[test]
+fn a_streamed_relist_takes_effect_only_when_it_ends() {
+    let mut t = ready_tracker();
+    t.update().unwrap();
+    t.apply(Event::ListBegin(Kind::Service));
+    t.apply(Event::Listed(svc_obj("c", "172.30.0.3")));
+    // The watch broke mid-list; the retry lists again from the start.
+    t.apply(Event::ListBegin(Kind::Service));
+    t.apply(Event::Listed(svc_obj("a", "172.30.0.11")));
+    let (state, changes) = t.update().unwrap();
+    assert!(changes.is_empty(), "half a list changes nothing");
+    let svc = &state.family(IpFamily::V4).unwrap().services;
+    assert_eq!(
+        svc.keys().cloned().collect::<Vec<_>>(),
+        [port("a"), port("b")]
+    );
+    // A change outside the list still applies meanwhile.
+    t.apply(Event::Apply(slice_obj("a", "a-1", &["10.0.1.2"])));
+    assert_eq!(t.update().unwrap().1.services.len(), 1);
+    t.apply(Event::ListEnd(Kind::Service));
+    let (state, changes) = t.update().unwrap();
+    assert_eq!(
+        changes.services.into_iter().collect::<Vec<_>>(),
+        [port("a"), port("b")]
+    );
+    let svc = &state.family(IpFamily::V4).unwrap().services;
+    assert_eq!(svc.keys().cloned().collect::<Vec<_>>(), [port("a")]);
+    assert_eq!(svc[&port("a")].cluster_ip.to_string(), "172.30.0.11");
+    assert_eq!(svc[&port("a")].internal_endpoints().len(), 1);
+}

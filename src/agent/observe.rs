@@ -78,8 +78,9 @@ impl Observer {
     /// Notes one source event before the tracker applies it.
     pub fn event(&mut self, ev: &Event) {
         let objects: Vec<&Object> = match ev {
-            Event::Apply(o) | Event::Delete(o) => vec![o],
+            Event::Apply(o) | Event::Delete(o) | Event::Listed(o) => vec![o],
             Event::Replace(_, list) => list.iter().collect(),
+            Event::ListBegin(_) | Event::ListEnd(_) => vec![],
         };
         for obj in objects {
             match obj {

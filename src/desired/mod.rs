@@ -97,7 +97,10 @@ pub fn compute(
                 .entry(key)
                 .or_default()
                 .push(slice::Slice::from_api(s, &mut names)),
-            None => skipped.push(skipped_slice(s)),
+            None => skipped.push(skipped_slice(
+                &namespace_of(&s.metadata),
+                s.metadata.name.as_deref().unwrap_or_default(),
+            )),
         }
     }
     let mut state = empty_state(&ctx);
@@ -154,11 +157,11 @@ pub fn skipped_service(
     }
 }
 
-pub fn skipped_slice(slice: &EndpointSlice) -> SkippedObject {
+pub fn skipped_slice(namespace: &str, name: &str) -> SkippedObject {
     SkippedObject {
         kind: "EndpointSlice".into(),
-        namespace: namespace_of(&slice.metadata),
-        name: slice.metadata.name.clone().unwrap_or_default(),
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
         reason: format!("no {SERVICE_NAME_LABEL} label"),
     }
 }

@@ -60,4 +60,11 @@ pub enum Event {
     /// The complete current list of one kind: an initial list or a relist. Objects of that kind
     /// missing from it are deleted, and the kind counts as synced from now on.
     Replace(Kind, Vec<Object>),
+    /// The same as one `Replace`, streamed: a list of this kind begins (any list of it in
+    /// progress is abandoned), ...
+    ListBegin(Kind),
+    /// ... one object of it, ...
+    Listed(Object),
+    /// ... and it is complete: only now does it take effect, as a whole.
+    ListEnd(Kind),
 }

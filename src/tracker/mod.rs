@@ -20,6 +20,9 @@ use crate::{
 };
 
 mod claims;
+mod stored;
+
+use stored::{Stored, key_of};
 
 /// `(namespace, name)` of a namespaced object.
 type Key = (String, String);
@@ -39,6 +42,8 @@ pub struct Tracker {
     /// ServiceCIDR objects by name: their CIDRs join the configured service CIDRs.
     service_cidrs: BTreeMap<String, Vec<ipnet::IpNet>>,
     synced: BTreeSet<Kind>,
+    /// Lists in progress, by kind: their objects so far, converted.
+    listing: BTreeMap<Kind, Vec<Stored>>,
     /// Services whose ports must be recomputed.
     dirty: BTreeSet<Key>,
     ctx: Option<NodeContext>,
@@ -65,6 +70,7 @@ impl Tracker {
             node: None,
             service_cidrs: BTreeMap::new(),
             synced: BTreeSet::new(),
+            listing: BTreeMap::new(),
             dirty: BTreeSet::new(),
             ctx: None,
             state: None,
@@ -91,33 +97,56 @@ impl Tracker {
 
     pub fn apply(&mut self, event: Event) {
         match event {
-            Event::Apply(obj) => self.upsert(obj),
+            Event::Apply(obj) => {
+                let stored = self.convert(obj);
+                self.store(stored);
+            }
             Event::Delete(obj) => self.remove(&obj),
-            Event::Replace(kind, objects) => self.replace(kind, objects),
+            Event::Replace(kind, objects) => {
+                let list = objects
+                    .into_iter()
+                    .filter(|o| o.kind() == kind)
+                    .map(|o| self.convert(o))
+                    .collect();
+                self.replace(kind, list);
+            }
+            // A (re)list arrives object by object: each is converted now and held apart until
+            // the list ends, so the swap stays atomic and no API object is held meanwhile.
+            Event::ListBegin(kind) => {
+                self.listing.insert(kind, Vec::new());
+            }
+            Event::Listed(obj) => {
+                let kind = obj.kind();
+                let stored = self.convert(obj);
+                self.listing.entry(kind).or_default().push(stored);
+            }
+            Event::ListEnd(kind) => {
+                let list = self.listing.remove(&kind).unwrap_or_default();
+                self.replace(kind, list);
+            }
         }
     }
 
-    fn upsert(&mut self, mut obj: Object) {
-        strip(&mut obj);
-        match obj {
-            Object::Service(svc) => {
-                let key = key_of(&svc.metadata);
-                let stored = Box::new(StoredService::from_api(&svc));
+    fn convert(&mut self, obj: Object) -> Stored {
+        Stored::convert(obj, &mut self.names, &self.opts.node_name)
+    }
+
+    fn store(&mut self, stored: Stored) {
+        match stored {
+            Stored::Service(key, svc) => {
                 // As for slices: a change only in fields the compute does not read changes nothing.
-                if self.services.get(&key) != Some(&stored) {
-                    self.services.insert(key.clone(), stored);
+                if self.services.get(&key) != Some(&svc) {
+                    self.services.insert(key.clone(), svc);
                     self.dirty.insert(key);
                 }
             }
-            Object::EndpointSlice(slice) => {
-                let key = key_of(&slice.metadata);
-                let stored = Box::new(Slice::from_api(&slice, &mut self.names));
+            Stored::Slice(key, slice) => {
                 // A change only in fields the compute does not read changes nothing.
-                if self.slices.get(&key) == Some(&stored) {
+                if self.slices.get(&key) == Some(&slice) {
                     return;
                 }
                 self.remove_slice(&key);
-                match &stored.service {
+                match &slice.service {
                     Some(name) => {
                         let svc = (key.0.clone(), name.to_string());
                         self.slices_of
@@ -129,27 +158,15 @@ impl Tracker {
                     None => {
                         warn!(namespace = %key.0, name = %key.1, "skipping EndpointSlice without a {} label", desired::SERVICE_NAME_LABEL);
                         self.skipped_slices
-                            .insert(key.clone(), desired::skipped_slice(&slice));
+                            .insert(key.clone(), desired::skipped_slice(&key.0, &key.1));
                     }
                 }
-                self.slices.insert(key, stored);
+                self.slices.insert(key, slice);
             }
-            Object::Node(node) => {
-                if node.metadata.name.as_deref() == Some(self.opts.node_name.as_str()) {
-                    self.node = Some(*node);
-                }
-            }
-            Object::ServiceCidr(c) => {
-                let cidrs = c
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.cidrs.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|c| c.parse().ok())
-                    .collect();
-                self.service_cidrs
-                    .insert(c.metadata.name.clone().unwrap_or_default(), cidrs);
+            Stored::Node(_, Some(node)) => self.node = Some(*node),
+            Stored::Node(_, None) => {}
+            Stored::ServiceCidr((_, name), cidrs) => {
+                self.service_cidrs.insert(name, cidrs);
             }
         }
     }
@@ -194,14 +211,14 @@ impl Tracker {
 
     /// A complete list of one kind: objects missing from it are deletions, and only objects that
     /// differ from what is stored mark their Service dirty.
-    fn replace(&mut self, kind: Kind, objects: Vec<Object>) {
-        let incoming: BTreeSet<Key> = objects.iter().filter_map(object_key).collect();
+    fn replace(&mut self, kind: Kind, list: Vec<Stored>) {
+        let incoming: BTreeSet<&Key> = list.iter().map(Stored::key).collect();
         match kind {
             Kind::Service => {
                 let gone: Vec<Key> = self
                     .services
                     .keys()
-                    .filter(|k| !incoming.contains(*k))
+                    .filter(|k| !incoming.contains(k))
                     .cloned()
                     .collect();
                 for key in gone {
@@ -213,7 +230,7 @@ impl Tracker {
                 let gone: Vec<Key> = self
                     .slices
                     .keys()
-                    .filter(|k| !incoming.contains(*k))
+                    .filter(|k| !incoming.contains(k))
                     .cloned()
                     .collect();
                 for key in gone {
@@ -222,14 +239,13 @@ impl Tracker {
             }
             Kind::ServiceCidr => self.service_cidrs.clear(),
             Kind::Node => {
-                let own = objects.iter().any(|o| matches!(o, Object::Node(n) if n.metadata.name.as_deref() == Some(self.opts.node_name.as_str())));
-                if !own {
+                if !list.iter().any(|s| matches!(s, Stored::Node(_, Some(_)))) {
                     self.node = None;
                 }
             }
         }
-        for obj in objects.into_iter().filter(|o| o.kind() == kind) {
-            self.upsert(obj);
+        for stored in list {
+            self.store(stored);
         }
         self.synced.insert(kind);
     }
@@ -360,32 +376,5 @@ impl Tracker {
             .services
             .extend(old.into_keys().map(|(_, name)| name));
         desired::insert_ports(state, new_ports);
-    }
-}
-
-/// Drops `managedFields` (apply bookkeeping, often larger than the spec; nothing reads it) before
-/// an object is stored, as upstream's informers do.
-fn strip(obj: &mut Object) {
-    let meta = match obj {
-        Object::Service(s) => &mut s.metadata,
-        Object::EndpointSlice(s) => &mut s.metadata,
-        Object::Node(n) => &mut n.metadata,
-        Object::ServiceCidr(c) => &mut c.metadata,
-    };
-    meta.managed_fields = None;
-}
-
-fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
-    (
-        desired::namespace_of(meta),
-        meta.name.clone().unwrap_or_default(),
-    )
-}
-
-fn object_key(obj: &Object) -> Option<Key> {
-    match obj {
-        Object::Service(s) => Some(key_of(&s.metadata)),
-        Object::EndpointSlice(s) => Some(key_of(&s.metadata)),
-        Object::Node(_) | Object::ServiceCidr(_) => None,
     }
 }

@@ -4,9 +4,10 @@
 //! EndpointSlices and ServiceCIDRs through one label selector that keeps out objects meant for
 //! another proxy or for headless Services, and this node's own Node through a field selector.
 //!
-//! Each watcher's initial list (and every relist, e.g. after a 410 Gone) is buffered and sent
-//! as one [`Event::Replace`], so the tracker swaps the kind's objects atomically and never sees
-//! half a list. Watch errors back off with kube-runtime's default policy (exponential from
+//! Each watcher's initial list (and every relist, e.g. after a 410 Gone) is sent as
+//! [`Event::ListBegin`], one [`Event::Listed`] per object and [`Event::ListEnd`]: the tracker
+//! holds the objects apart until the end and then swaps the kind's objects atomically, so it
+//! never acts on half a list. Watch errors back off with kube-runtime's default policy (exponential from
 //! 0.8 s to 30 s, jittered) and then resume from the last resourceVersion; kube-runtime relists
 //! when the server answers 410 Gone.
 
@@ -134,8 +135,8 @@ async fn watch_kind<K>(
 /// without a server.
 pub struct Translator {
     kind: Kind,
-    /// Objects of the list in progress (between `Init` and `InitDone`).
-    listing: Vec<Object>,
+    /// Objects of the list in progress so far (between `Init` and `InitDone`), for the log.
+    listed: usize,
     /// ServiceCIDRs only: the resource was found missing and an empty list was sent.
     absent: bool,
 }
@@ -144,27 +145,28 @@ impl Translator {
     pub fn new(kind: Kind) -> Self {
         Self {
             kind,
-            listing: Vec::new(),
+            listed: 0,
             absent: false,
         }
     }
 
     pub fn event(&mut self, ev: watcher::Event<Object>) -> Option<Event> {
         match ev {
-            // A (re)list starts: whatever a failed earlier attempt buffered is stale.
+            // A (re)list starts: the tracker abandons whatever a failed earlier attempt sent.
             watcher::Event::Init => {
-                self.listing.clear();
-                None
+                self.listed = 0;
+                Some(Event::ListBegin(self.kind))
             }
+            // Passed on one by one rather than gathered here: the tracker keeps each in its
+            // compact form, where the whole list of API objects would be held at once.
             watcher::Event::InitApply(o) => {
-                self.listing.push(o);
-                None
+                self.listed += 1;
+                Some(Event::Listed(o))
             }
             watcher::Event::InitDone => {
                 self.absent = false;
-                let objects = std::mem::take(&mut self.listing);
-                debug!(kind = %self.kind, count = objects.len(), "listed");
-                Some(Event::Replace(self.kind, objects))
+                debug!(kind = %self.kind, count = self.listed, "listed");
+                Some(Event::ListEnd(self.kind))
             }
             watcher::Event::Apply(o) => Some(Event::Apply(o)),
             watcher::Event::Delete(o) => Some(Event::Delete(o)),
