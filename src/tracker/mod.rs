@@ -36,8 +36,9 @@ pub struct Tracker {
     slices: BTreeMap<Key, Box<Slice>>,
     /// The node and zone names the stored slices share.
     names: Names,
-    /// Service key -> names of its slices.
-    slices_of: BTreeMap<Key, BTreeSet<String>>,
+    /// `(namespace, Service name, slice name)` of every labelled slice: a Service's slices are a
+    /// range. Flat rather than a set per Service, which cost ~300 bytes a Service.
+    slices_of: BTreeSet<(String, String, String)>,
     node: Option<Node>,
     /// ServiceCIDR objects by name: their CIDRs join the configured service CIDRs.
     service_cidrs: BTreeMap<String, Vec<ipnet::IpNet>>,
@@ -66,7 +67,7 @@ impl Tracker {
             services: BTreeMap::new(),
             slices: BTreeMap::new(),
             names: Names::default(),
-            slices_of: BTreeMap::new(),
+            slices_of: BTreeSet::new(),
             node: None,
             service_cidrs: BTreeMap::new(),
             synced: BTreeSet::new(),
@@ -150,9 +151,7 @@ impl Tracker {
                     Some(name) => {
                         let svc = (key.0.clone(), name.to_string());
                         self.slices_of
-                            .entry(svc.clone())
-                            .or_default()
-                            .insert(key.1.clone());
+                            .insert((svc.0.clone(), svc.1.clone(), key.1.clone()));
                         self.dirty.insert(svc);
                     }
                     None => {
@@ -199,12 +198,8 @@ impl Tracker {
         };
         if let Some(name) = &old.service {
             let svc = (key.0.clone(), name.to_string());
-            if let Some(names) = self.slices_of.get_mut(&svc) {
-                names.remove(&key.1);
-                if names.is_empty() {
-                    self.slices_of.remove(&svc);
-                }
-            }
+            self.slices_of
+                .remove(&(svc.0.clone(), svc.1.clone(), key.1.clone()));
             self.dirty.insert(svc);
         }
     }
@@ -347,12 +342,12 @@ impl Tracker {
         let mut new_ports = Vec::new();
         match self.services.get(key).map(|svc| &svc.spec) {
             Some(Ok(spec)) => {
+                let first = (key.0.clone(), key.1.clone(), String::new());
                 let slices: Vec<&Slice> = self
                     .slices_of
-                    .get(key)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|name| self.slices.get(&(key.0.clone(), name.clone())))
+                    .range(first..)
+                    .take_while(|(ns, svc, _)| *ns == key.0 && *svc == key.1)
+                    .filter_map(|(ns, _, name)| self.slices.get(&(ns.clone(), name.clone())))
                     .map(|slice| &**slice)
                     .collect();
                 new_ports = service::compute(ctx, (&key.0, &key.1), spec, &slices);
