@@ -12,6 +12,10 @@ use nix::{
     errno::Errno,
     libc::MSG_TRUNC,
     sched::{CloneFlags, setns},
+    sys::{
+        socket::{setsockopt, sockopt::ReceiveTimeout},
+        time::TimeVal,
+    },
 };
 
 use super::{
@@ -22,6 +26,11 @@ use super::{
 /// The kernel sizes a dump batch after the largest buffer `recv` was given, capped at 32 KiB,
 /// so 64 KiB always holds a whole batch; `MSG_TRUNC` still reports one that did not fit.
 const RECV_BUF: usize = 64 * 1024;
+
+/// How long one `recv` waits for the kernel's next datagram. The kernel answers at once; a
+/// socket that never answers would otherwise hold the sync waiting on it for ever (the agent
+/// then reports the error, and the next sync opens a new socket).
+const RECV_TIMEOUT_SECS: i64 = 10;
 
 /// Deletes UDP conntrack entries through ctnetlink: one dump per family and call, a match in
 /// user space ([`FlowFilter::matches`]) and one acknowledged delete per matching entry.
@@ -147,6 +156,8 @@ fn open() -> Result<Socket, ConntrackError> {
     socket
         .connect(&SocketAddr::new(0, 0))
         .map_err(err("connect"))?;
+    setsockopt(&socket, ReceiveTimeout, &TimeVal::new(RECV_TIMEOUT_SECS, 0))
+        .map_err(|e| err("setsockopt SO_RCVTIMEO")(e.into()))?;
     Ok(socket)
 }
 
@@ -197,7 +208,7 @@ impl Conn {
             self.buf.clear();
             self.socket.recv(&mut self.buf, MSG_TRUNC)
         })
-        .map_err(|e| ConntrackError::netlink(op, e))?;
+        .map_err(|e| recv_error(op, e))?;
         if n > self.buf.len() {
             let message = format!("a {n}-byte datagram did not fit in {RECV_BUF} bytes");
             return Err(ConntrackError::Decode { op, message });
@@ -260,5 +271,35 @@ fn retry_interrupted<T>(mut call: impl FnMut() -> std::io::Result<T>) -> std::io
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             other => return other,
         }
+    }
+}
+
+/// A `recv` that timed out (EAGAIN under SO_RCVTIMEO) says so rather than "try again".
+fn recv_error(op: &'static str, e: std::io::Error) -> ConntrackError {
+    if e.raw_os_error() == Some(Errno::EAGAIN as i32) {
+        let message = format!("no answer from the kernel within {RECV_TIMEOUT_SECS} s");
+        return ConntrackError::netlink(op, std::io::Error::new(e.kind(), message));
+    }
+    ConntrackError::netlink(op, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::socket::getsockopt;
+
+    use super::*;
+
+    #[test]
+    fn a_socket_waits_for_the_kernel_a_bounded_time() {
+        let socket = open().expect("a NETLINK_NETFILTER socket");
+        let timeout = getsockopt(&socket, ReceiveTimeout).expect("SO_RCVTIMEO");
+        assert_eq!(timeout, TimeVal::new(RECV_TIMEOUT_SECS, 0));
+        let timed_out = recv_error("dump", Errno::EAGAIN.into());
+        assert_eq!(
+            timed_out.to_string(),
+            "conntrack netlink dump: no answer from the kernel within 10 s"
+        );
+        let other = recv_error("dump", Errno::EPERM.into());
+        assert_eq!(other.errno(), Some(Errno::EPERM as i32));
     }
 }
