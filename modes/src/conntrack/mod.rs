@@ -160,6 +160,9 @@ pub fn plan(
 pub struct ConntrackHygiene {
     client: Box<dyn ConntrackClient + Send>,
     known: Option<Known>,
+    /// The start-up reconcile of the kernel's table is still to do: until a sync's dumps all
+    /// succeed (a failed one is tried again at the next sync, not given up).
+    reconcile_pending: bool,
     failures: u64,
     deleted: u64,
 }
@@ -169,6 +172,7 @@ impl ConntrackHygiene {
         Self {
             client: Box::new(client),
             known: None,
+            reconcile_pending: true,
             failures: 0,
             deleted: 0,
         }
@@ -177,8 +181,8 @@ impl ConntrackHygiene {
     /// Call once the kernel holds `desired` (never after a failed apply: the flows would be
     /// deleted while the old rules could still recreate them, and `known` would be wrong).
     pub fn after_sync(&mut self, desired: &DesiredState, changes: &ChangeSet) {
-        if self.known.is_none() {
-            self.reconcile_table(desired);
+        if self.reconcile_pending {
+            self.reconcile_pending = !self.reconcile_table(desired);
         }
         let filters = plan(&mut self.known, desired, changes);
         if filters.is_empty() {
@@ -203,7 +207,9 @@ impl ConntrackHygiene {
     }
 
     /// Deletes the stale UDP entries the kernel's table holds (see [`reconcile()`]), per family.
-    fn reconcile_table(&mut self, desired: &DesiredState) {
+    /// False when a family's dump failed.
+    fn reconcile_table(&mut self, desired: &DesiredState) -> bool {
+        let mut complete = true;
         for state in &desired.families {
             let targets = Targets::of(desired, state.family);
             if targets.is_empty() {
@@ -214,7 +220,8 @@ impl ConntrackHygiene {
                 Ok(entries) => entries,
                 Err(e) => {
                     self.failures += 1;
-                    tracing::warn!(error = %e, ?l3, "listing UDP conntrack flows failed");
+                    tracing::warn!(error = %e, ?l3, "listing UDP conntrack flows failed; trying again at the next sync");
+                    complete = false;
                     continue;
                 }
             };
@@ -238,6 +245,7 @@ impl ConntrackHygiene {
                 }
             }
         }
+        complete
     }
 
     /// Deletions that failed since start (each logged).

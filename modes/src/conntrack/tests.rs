@@ -331,3 +331,26 @@ fn first_sync_skips_families_without_served_udp_ports_and_counts_a_failed_dump()
     assert_eq!(table.0.lock().unwrap().lists, [L3::Ipv4]);
     assert_eq!((h.deleted(), h.failures()), (0, 1));
 }
+
+/// A failed start-up dump is tried again at the next sync, and only until one succeeds.
+#[test]
+fn a_failed_first_dump_is_tried_again_until_it_succeeds() {
+    let stale = udp_flow("172.30.0.10:53", "10.1.0.1:53");
+    let table = FakeTable::default();
+    table.0.lock().unwrap().entries = vec![stale];
+    table.0.lock().unwrap().fail_list = true;
+    let desired = state(vec![sp("d", Protocol::Udp, &["10.1.0.2:53"])]);
+    let mut h = ConntrackHygiene::new(table.clone());
+    h.after_sync(&desired, &ChangeSet::full());
+    h.after_sync(&desired, &ChangeSet::default());
+    assert_eq!(table.0.lock().unwrap().lists.len(), 2, "tried again");
+    assert_eq!((h.deleted(), h.failures()), (0, 2));
+
+    table.0.lock().unwrap().fail_list = false;
+    h.after_sync(&desired, &ChangeSet::default());
+    h.after_sync(&desired, &ChangeSet::default());
+    let t = table.0.lock().unwrap();
+    assert_eq!(t.lists.len(), 3, "no dump after the one that succeeded");
+    assert!(t.entries.is_empty(), "the stale flow went");
+    assert_eq!((h.deleted(), h.failures()), (1, 2));
+}
