@@ -125,7 +125,12 @@ impl Exec {
         cmd
     }
 
-    fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Result<String, NftError> {
+    /// Runs nft with `tx`'s text (if any) on its standard input, returning its standard output.
+    fn run_with_stdin(
+        &self,
+        args: &[&str],
+        tx: Option<&NftTransaction>,
+    ) -> Result<String, NftError> {
         let mut cmd = self.command(args);
         let program = format!("{cmd:?}");
         let spawn_err = |source| NftError::Spawn {
@@ -138,17 +143,30 @@ impl Exec {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(spawn_err)?;
+        let input = child.stdin.take();
         // Write from another thread while this one collects output: nft may report errors
         // before it has read all of a large input, and a full stderr pipe would deadlock us.
-        let writer = child.stdin.take().map(|mut input| {
-            let text = stdin.to_owned();
-            std::thread::spawn(move || input.write_all(text.as_bytes()))
-        });
-        let out = child.wait_with_output().map_err(spawn_err)?;
-        if let Some(w) = writer {
-            // A write error (nft exited early) is explained by nft's status and stderr below.
-            let _ = w.join();
-        }
+        // The lines go straight from the transaction into the pipe: a full sync's text is
+        // megabytes, and a copy of it (or two) was most of the first sync's peak memory.
+        let out = std::thread::scope(|s| {
+            let writer = input.zip(tx).map(|(input, tx)| {
+                s.spawn(move || {
+                    let mut w = std::io::BufWriter::new(input);
+                    for line in tx.lines() {
+                        w.write_all(line.as_bytes())?;
+                        w.write_all(b"\n")?;
+                    }
+                    w.flush()
+                })
+            });
+            let out = child.wait_with_output();
+            if let Some(w) = writer {
+                // A write error (nft exited early) is explained by nft's status and stderr.
+                let _ = w.join();
+            }
+            out
+        })
+        .map_err(spawn_err)?;
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
@@ -164,20 +182,19 @@ impl Exec {
 impl NftClient for Exec {
     fn run(&self, tx: &NftTransaction) -> Result<(), NftError> {
         tracing::trace!(transaction = %tx, "nft -f -");
-        self.run_with_stdin(&["-f", "-"], &tx.to_string()).map(drop)
+        self.run_with_stdin(&["-f", "-"], Some(tx)).map(drop)
     }
 
     fn check(&self, tx: &NftTransaction) -> Result<(), NftError> {
-        self.run_with_stdin(&["-c", "-f", "-"], &tx.to_string())
-            .map(drop)
+        self.run_with_stdin(&["-c", "-f", "-"], Some(tx)).map(drop)
     }
 
     fn list_table(&self, family: Family, table: &str) -> Result<String, NftError> {
-        self.run_with_stdin(&["list", "table", &family.to_string(), table], "")
+        self.run_with_stdin(&["list", "table", &family.to_string(), table], None)
     }
 
     fn list_table_json(&self, family: Family, table: &str) -> Result<String, NftError> {
-        self.run_with_stdin(&["-j", "list", "table", &family.to_string(), table], "")
+        self.run_with_stdin(&["-j", "list", "table", &family.to_string(), table], None)
     }
 }
 
