@@ -115,6 +115,39 @@ pub enum TrafficPolicy {
     Local,
 }
 
+/// A node or zone name, shared by every endpoint that carries it. `Arc<String>` rather than
+/// `Arc<str>`: a thin pointer, so an endpoint's two names cost 16 bytes, not 32 (at 100k
+/// endpoints, stored twice over, that was 3 MiB).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct SharedName(Arc<String>);
+
+impl SharedName {
+    /// How many holders the name has (an interner drops names only it holds).
+    pub fn holders(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+}
+
+impl From<&str> for SharedName {
+    fn from(s: &str) -> Self {
+        SharedName(Arc::new(s.to_owned()))
+    }
+}
+
+impl std::ops::Deref for SharedName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for SharedName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 /// One backend of a Service port, with the facts the tracker used to choose it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Endpoint {
@@ -125,9 +158,9 @@ pub struct Endpoint {
     pub serving: bool,
     pub terminating: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub node_name: Option<Arc<str>>,
+    pub node_name: Option<SharedName>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub zone: Option<Arc<str>>,
+    pub zone: Option<SharedName>,
 }
 
 impl Endpoint {

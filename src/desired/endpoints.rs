@@ -4,11 +4,10 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
-    sync::Arc,
 };
 
 use kproxy_modes::model::{
-    Endpoint, ExcludedEndpoint, ExclusionReason, IpFamily, Protocol, ServiceEndpoints,
+    Endpoint, ExcludedEndpoint, ExclusionReason, IpFamily, Protocol, ServiceEndpoints, SharedName,
     TrafficPolicy,
 };
 
@@ -80,7 +79,7 @@ pub fn collect(
     by_addr.into_values().collect()
 }
 
-fn hint_names(hints: Option<&[Arc<str>]>) -> BTreeSet<String> {
+fn hint_names(hints: Option<&[SharedName]>) -> BTreeSet<String> {
     hints
         .unwrap_or_default()
         .iter()

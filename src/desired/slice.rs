@@ -2,10 +2,10 @@
 //! `Endpoint` is ~350 bytes inline before its strings; this one is 64, with node and zone names
 //! shared (at 10k Services x 10 endpoints the stored slices dominated kproxy's memory).
 
-use std::{collections::HashSet, net::IpAddr, sync::Arc};
+use std::{collections::HashSet, net::IpAddr};
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kproxy_modes::model::{IpFamily, Protocol};
+use kproxy_modes::model::{IpFamily, Protocol, SharedName};
 
 /// A converted EndpointSlice. Conversion keeps everything `endpoints::collect` decides on, in
 /// the same order, so the compute gives the same result as on the API object.
@@ -35,33 +35,33 @@ pub struct StoredEndpoint {
     pub ready: Option<bool>,
     pub serving: Option<bool>,
     pub terminating: Option<bool>,
-    pub node_name: Option<Arc<str>>,
-    pub zone: Option<Arc<str>>,
+    pub node_name: Option<SharedName>,
+    pub zone: Option<SharedName>,
     /// Boxed: most endpoints carry no hints, and the box keeps them 8 bytes then.
     pub hints: Option<Box<Hints>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hints {
-    pub zones: Box<[Arc<str>]>,
-    pub nodes: Box<[Arc<str>]>,
+    pub zones: Box<[SharedName]>,
+    pub nodes: Box<[SharedName]>,
 }
 
 /// Shares the node and zone names of all stored endpoints: a cluster has few of them, repeated
 /// on every endpoint. Names no endpoint uses any more are dropped by [`Names::prune`].
 #[derive(Debug, Default)]
 pub struct Names {
-    names: HashSet<Arc<str>>,
+    names: HashSet<SharedName>,
     /// Size after the last prune: pruning again once it has doubled keeps pruning amortised.
     pruned_at: usize,
 }
 
 impl Names {
-    fn get(&mut self, s: &str) -> Arc<str> {
+    fn get(&mut self, s: &str) -> SharedName {
         if let Some(n) = self.names.get(s) {
             return n.clone();
         }
-        let n: Arc<str> = Arc::from(s);
+        let n = SharedName::from(s);
         self.names.insert(n.clone());
         n
     }
@@ -69,7 +69,7 @@ impl Names {
     /// Forgets names held by nothing else, once the set has doubled since the last prune.
     pub fn prune(&mut self) {
         if self.names.len() > 2 * self.pruned_at + 64 {
-            self.names.retain(|n| Arc::strong_count(n) > 1);
+            self.names.retain(|n| n.holders() > 1);
             self.pruned_at = self.names.len();
         }
     }
@@ -105,9 +105,9 @@ impl Slice {
                 let addr = ep.addresses.first()?.parse::<IpAddr>().ok()?;
                 let cond = ep.conditions.as_ref();
                 let hints = ep.hints.as_ref().and_then(|h| {
-                    let zones: Box<[Arc<str>]> =
+                    let zones: Box<[SharedName]> =
                         h.for_zones.iter().flatten().map(|z| get(&z.name)).collect();
-                    let nodes: Box<[Arc<str>]> =
+                    let nodes: Box<[SharedName]> =
                         h.for_nodes.iter().flatten().map(|n| get(&n.name)).collect();
                     (!zones.is_empty() || !nodes.is_empty())
                         .then(|| Box::new(Hints { zones, nodes }))
@@ -175,13 +175,14 @@ mod tests {
             (a.ready, a.serving, a.terminating),
             (Some(false), None, Some(true))
         );
-        assert_eq!(a.hints.as_ref().unwrap().zones[0].as_ref(), "z1");
+        assert_eq!(&*a.hints.as_ref().unwrap().zones[0], "z1");
         assert!(b.hints.is_none());
         let (na, nb) = (a.node_name.as_ref().unwrap(), b.node_name.as_ref().unwrap());
-        assert!(Arc::ptr_eq(na, nb));
-        assert!(Arc::ptr_eq(
-            a.zone.as_ref().unwrap(),
-            &a.hints.as_ref().unwrap().zones[0]
+        // One allocation per name: the same text at the same address.
+        assert!(std::ptr::eq(&**na, &**nb));
+        assert!(std::ptr::eq(
+            &**a.zone.as_ref().unwrap(),
+            &*a.hints.as_ref().unwrap().zones[0]
         ));
     }
 
@@ -197,7 +198,7 @@ mod tests {
             Slice::from_api(&slice(&format!("gone-{i}"), "x"), &mut names);
         }
         names.prune();
-        assert!(names.names.iter().any(|n| n.as_ref() == "node-a"));
+        assert!(names.names.iter().any(|n| &**n == "node-a"));
         assert!(!names.names.iter().any(|n| n.starts_with("gone-")));
     }
 }
