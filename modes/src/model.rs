@@ -255,6 +255,14 @@ pub struct ServicePort {
 }
 
 impl ServicePort {
+    /// Every address the port is reached at (with [`ServicePort::port`]): the cluster IP, the
+    /// external IPs and the load-balancer IPs.
+    pub fn vips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        std::iter::once(self.cluster_ip)
+            .chain(self.external_ips.iter().copied())
+            .chain(self.load_balancer_ips.iter().copied())
+    }
+
     /// Reached from outside the cluster: through a NodePort, an external IP or a load balancer.
     pub fn externally_accessible(&self) -> bool {
         self.node_port.is_some()

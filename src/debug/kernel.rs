@@ -171,11 +171,7 @@ fn proto(p: &ServicePort) -> String {
 }
 
 fn vips(p: &ServicePort) -> Vec<(IpAddr, u16)> {
-    std::iter::once(p.cluster_ip)
-        .chain(p.external_ips.iter().copied())
-        .chain(p.load_balancer_ips.iter().copied())
-        .map(|ip| (ip, p.port))
-        .collect()
+    p.vips().map(|ip| (ip, p.port)).collect()
 }
 
 /// The dispatch entries for the port's VIPs and NodePort, and the endpoints its slot elements

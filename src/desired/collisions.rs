@@ -33,11 +33,7 @@ impl std::fmt::Display for Claim {
 
 pub fn claims(p: &ServicePort) -> BTreeSet<Claim> {
     let proto = p.name.protocol;
-    let mut out: BTreeSet<Claim> = std::iter::once(p.cluster_ip)
-        .chain(p.external_ips.iter().copied())
-        .chain(p.load_balancer_ips.iter().copied())
-        .map(|ip| Claim::Vip(ip, proto, p.port))
-        .collect();
+    let mut out: BTreeSet<Claim> = p.vips().map(|ip| Claim::Vip(ip, proto, p.port)).collect();
     if let Some(np) = p.node_port {
         out.insert(Claim::NodePort(IpFamily::of(&p.cluster_ip), proto, np));
     }

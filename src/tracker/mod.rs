@@ -149,10 +149,10 @@ impl Tracker {
                 self.remove_slice(&key);
                 match &slice.service {
                     Some(name) => {
-                        let svc = (key.0.clone(), name.to_string());
+                        let (ns, svc) = (key.0.clone(), name.to_string());
                         self.slices_of
-                            .insert((svc.0.clone(), svc.1.clone(), key.1.clone()));
-                        self.dirty.insert(svc);
+                            .insert((ns.clone(), svc.clone(), key.1.clone()));
+                        self.dirty.insert((ns, svc));
                     }
                     None => {
                         warn!(namespace = %key.0, name = %key.1, "skipping EndpointSlice without a {} label", desired::SERVICE_NAME_LABEL);
@@ -197,10 +197,10 @@ impl Tracker {
             return;
         };
         if let Some(name) = &old.service {
-            let svc = (key.0.clone(), name.to_string());
+            let (ns, svc) = (key.0.clone(), name.to_string());
             self.slices_of
-                .remove(&(svc.0.clone(), svc.1.clone(), key.1.clone()));
-            self.dirty.insert(svc);
+                .remove(&(ns.clone(), svc.clone(), key.1.clone()));
+            self.dirty.insert((ns, svc));
         }
     }
 

@@ -52,10 +52,7 @@ impl UdpPort {
         if sp.name.protocol != Protocol::Udp {
             return None;
         }
-        let vips = std::iter::once(sp.cluster_ip)
-            .chain(sp.external_ips.iter().copied())
-            .chain(sp.load_balancer_ips.iter().copied())
-            .collect();
+        let vips = sp.vips().collect();
         let endpoints = (sp.endpoints.cluster.iter())
             .chain(sp.endpoints.local.iter())
             .map(|e| e.addr)
