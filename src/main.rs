@@ -23,7 +23,10 @@ use kproxy::{
     tracker::Tracker,
 };
 use kproxy_dataplane::sysctl::IntFile;
-use kproxy_modes::{Mode, model::DesiredState};
+use kproxy_modes::{
+    model::DesiredState,
+    registry::{self, ModeSettings},
+};
 use tokio::task::JoinSet;
 
 // jemalloc instead of glibc malloc: glibc keeps the first sync's freed transients (tens of MiB
@@ -68,14 +71,13 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("kproxy: wrote configuration to {}", path.display());
                 return Ok(());
             }
+            let settings = ModeSettings::default();
             if cli.flags.cleanup.unwrap_or(false) {
-                // As upstream: whatever mode is configured, every mode's leftovers go, so a node
-                // that switched modes keeps nothing of the old one.
-                for mut mode in every_mode() {
-                    agent::cleanup(mode.as_mut()).context("cleanup")?;
-                }
-                return Ok(());
+                return cleanup_every_mode(&settings);
             }
+            // The mode is chosen before anything on the node changes: an unavailable one is
+            // refused with the node as it was.
+            let mode = registry::build(&cfg.proxy_mode().to_string(), &settings)?;
             // Upstream's order: conntrack set-up before the proxier; --init-only stops after it.
             kproxy::setup::conntrack(&cfg).context("conntrack set-up")?;
             if cli.flags.init_only.unwrap_or(false) {
@@ -86,7 +88,7 @@ fn run(cli: Cli) -> Result<()> {
                 // A failure is already logged as a warning; upstream goes on too.
                 let _ = kproxy::setup::oom_score_adj(adj, &IntFile::oom_score_adj());
             }
-            let mode = make_mode(&cfg)?;
+            clear_other_modes(mode.name(), &settings);
             let opts = options::proxy_options(&cfg);
             tracing::info!(node = %opts.node_name, mode = %cfg.proxy_mode(), "starting kproxy");
             let periods = agent::Periods {
@@ -177,24 +179,45 @@ fn observability(
     (observer, servers)
 }
 
-/// The data plane for the configured mode.
-fn make_mode(cfg: &KubeProxyConfiguration) -> Result<Box<dyn Mode + Send>> {
-    use kproxy::config::ProxyMode;
-    match cfg.proxy_mode() {
-        ProxyMode::Nftables => Ok(nftables_mode()),
-        other => bail!("proxy mode {other} is not available in this build yet"),
+/// `--cleanup`: as upstream, whatever mode is configured, every mode's objects go, so a node
+/// that switched modes keeps nothing of the old one. Every mode is tried; any failure fails.
+fn cleanup_every_mode(settings: &ModeSettings) -> Result<()> {
+    let mut failed = Vec::new();
+    for (name, outcome) in registry::cleanup_all(settings) {
+        match outcome {
+            Ok(removed) => {
+                for what in &removed {
+                    tracing::warn!(mode = name, removed = %what, "removed");
+                }
+                tracing::info!(mode = name, count = removed.len(), "cleaned up");
+            }
+            Err(e) => {
+                tracing::error!(mode = name, error = %e, "cleanup failed");
+                failed.push(name);
+            }
+        }
     }
+    if !failed.is_empty() {
+        bail!("cleanup failed for: {}", failed.join(", "));
+    }
+    Ok(())
 }
 
-/// One instance of every mode this build has (for `--cleanup`).
-fn every_mode() -> Vec<Box<dyn Mode + Send>> {
-    vec![nftables_mode()]
-}
-
-fn nftables_mode() -> Box<dyn Mode + Send> {
-    use kproxy_dataplane::nft::Exec;
-    use kproxy_modes::nftables::NftablesMode;
-    Box::new(NftablesMode::with_exec(Exec::new()))
+/// Removes what kproxy's other modes left on the node before this one starts. A failure is
+/// logged: the active mode can still run, and `--cleanup` can finish the job.
+fn clear_other_modes(active: &str, settings: &ModeSettings) {
+    for (name, outcome) in registry::clear_other_modes(active, settings) {
+        match outcome {
+            Ok(removed) => {
+                for what in &removed {
+                    tracing::warn!(mode = name, removed = %what, "removed a leftover of another mode");
+                }
+            }
+            Err(e) => {
+                tracing::error!(mode = name, error = %e, "could not remove another mode's objects")
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -3,10 +3,7 @@
 
 mod support;
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use kproxy::{
     agent::{self, Observer, Periods, observe::TRIGGER_TIME_ANNOTATION},
@@ -16,42 +13,10 @@ use kproxy::{
     source::{Event, Kind, Object},
     tracker::Tracker,
 };
-use kproxy_modes::{
-    Mode, ModeError, SyncStats,
-    model::{ChangeSet, DesiredState},
-};
+use kproxy_modes::{Drift, testing::RecordingMode};
 use serde_json::{Value, json};
 use support::*;
 use tokio::sync::mpsc;
-
-/// A mode that fails while `failing` is set.
-#[derive(Clone, Default)]
-struct Flaky {
-    failing: Arc<Mutex<bool>>,
-    syncs: Arc<Mutex<u32>>,
-}
-
-impl Mode for Flaky {
-    fn name(&self) -> &'static str {
-        "flaky"
-    }
-    fn sync(&mut self, _: &DesiredState, changes: &ChangeSet) -> Result<SyncStats, ModeError> {
-        *self.syncs.lock().unwrap() += 1;
-        if *self.failing.lock().unwrap() {
-            return Err(ModeError::Apply {
-                mode: "flaky",
-                message: "injected".into(),
-            });
-        }
-        Ok(SyncStats {
-            full: changes.full,
-            ..SyncStats::default()
-        })
-    }
-    fn cleanup(&mut self) -> Result<(), ModeError> {
-        Ok(())
-    }
-}
 
 async fn settle() {
     for _ in 0..20 {
@@ -85,7 +50,7 @@ fn svc(name: &str, ip: &str) -> Object {
 
 #[tokio::test(start_paused = true)]
 async fn the_agent_reports_queued_changes_syncs_and_node_eligibility() {
-    let mode = Flaky::default();
+    let mode = RecordingMode::default();
     let sync = Duration::from_secs(30);
     let clock = WallClock::new();
     let health = Arc::new(ProxyHealth::new(2 * sync, clock));
@@ -127,7 +92,7 @@ async fn the_agent_reports_queued_changes_syncs_and_node_eligibility() {
         tx.send(ev).await.unwrap();
     }
     settle().await;
-    assert_eq!(*mode.syncs.lock().unwrap(), 1);
+    assert_eq!(mode.calls().len(), 1);
     let (code, body) = healthz(&health, "/healthz");
     assert_eq!(code, 200);
     assert_eq!(body["status"]["IPv4"]["healthy"], json!(true), "{body}");
@@ -153,7 +118,7 @@ async fn the_agent_reports_queued_changes_syncs_and_node_eligibility() {
     );
 
     // The data plane starts failing: the queued change stays unapplied past 2 x syncPeriod.
-    *mode.failing.lock().unwrap() = true;
+    mode.set_failing(true);
     tx.send(Event::Apply(svc("b", "172.30.0.2"))).await.unwrap();
     settle().await;
     assert_eq!(
@@ -168,7 +133,7 @@ async fn the_agent_reports_queued_changes_syncs_and_node_eligibility() {
     assert_eq!(healthz(&health, "/livez").0, 200, "59 s: not late yet");
     tokio::time::advance(Duration::from_secs(2)).await;
     settle().await;
-    assert!(*mode.syncs.lock().unwrap() > 2, "failed syncs were retried");
+    assert!(mode.calls().len() > 2, "failed syncs were retried");
     assert_eq!(healthz(&health, "/livez").0, 503);
     assert_eq!(healthz(&health, "/healthz").0, 503);
     assert!(
@@ -179,7 +144,7 @@ async fn the_agent_reports_queued_changes_syncs_and_node_eligibility() {
     );
 
     // It recovers at the next retry (at most 30 s away).
-    *mode.failing.lock().unwrap() = false;
+    mode.set_failing(false);
     tokio::time::advance(Duration::from_secs(31)).await;
     settle().await;
     assert_eq!(healthz(&health, "/livez").0, 200);
@@ -195,4 +160,65 @@ async fn the_agent_reports_queued_changes_syncs_and_node_eligibility() {
     let (code, body) = healthz(&health, "/healthz");
     assert_eq!((code, &body["nodeEligible"]), (503, &json!(false)));
     assert_eq!(healthz(&health, "/livez").0, 200);
+}
+
+/// Steps: a first sync; at the next periodic check the mode reports a deleted chain and the
+/// repairing sync fails -> `/healthz` 503 and the drift counted by kind; the retry succeeds ->
+/// 200 again.
+#[tokio::test(start_paused = true)]
+async fn drift_is_counted_by_kind_and_unhealthy_until_a_sync_repairs_it() {
+    let mode = RecordingMode::default();
+    let sync = Duration::from_secs(30);
+    let clock = WallClock::new();
+    let health = Arc::new(ProxyHealth::new(2 * sync, clock));
+    let metrics = Arc::new(Metrics::new(ProxyMode::Nftables, clock).with_health(health.clone()));
+    let server = MetricsServer::new(&metrics, &KubeProxyConfiguration::default());
+    let observer = Observer::new(Some(health.clone()), Some(metrics.clone()), None);
+    let (tx, rx) = mpsc::channel(16);
+    let periods = Periods {
+        sync,
+        min_sync: Duration::from_secs(1),
+    };
+    tokio::spawn(agent::run_observed(
+        Tracker::new(opts()),
+        rx,
+        Box::new(mode.clone()),
+        periods,
+        std::future::pending(),
+        observer,
+    ));
+    let own_node = Object::Node(Box::new(node(NODE, None, &["192.168.0.2"])));
+    for ev in [
+        Event::Replace(Kind::Service, vec![svc("a", "172.30.0.1")]),
+        Event::Replace(Kind::EndpointSlice, vec![]),
+        Event::Replace(Kind::Node, vec![own_node]),
+    ] {
+        tx.send(ev).await.unwrap();
+    }
+    settle().await;
+    assert_eq!(healthz(&health, "/healthz").0, 200);
+
+    mode.drift_next(vec![Drift {
+        kind: "chain",
+        what: "chain services deleted".into(),
+    }]);
+    mode.set_failing(true);
+    tokio::time::advance(sync).await;
+    settle().await;
+    assert_eq!(
+        mode.calls().len(),
+        2,
+        "the periodic check found drift and synced"
+    );
+    assert_eq!(healthz(&health, "/healthz").0, 503, "a repair is pending");
+    assert_eq!(
+        metric(&server, "kproxy_drift_detected_total{kind=\"chain\"}"),
+        1.0
+    );
+
+    mode.set_failing(false);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    settle().await;
+    assert!(mode.calls().len() >= 3);
+    assert_eq!(healthz(&health, "/healthz").0, 200, "repaired");
 }

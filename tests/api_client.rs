@@ -1,10 +1,7 @@
 //! Building the API client from flags and config as upstream does, and the whole path
 //! `--kubeconfig F` -> client -> API source -> agent -> mode against the in-process server.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use clap::Parser;
 use kproxy::{
@@ -16,10 +13,7 @@ use kproxy::{
     },
     tracker::Tracker,
 };
-use kproxy_modes::{
-    Mode, ModeError, SyncStats,
-    model::{ChangeSet, DesiredState},
-};
+use kproxy_modes::testing::RecordingMode;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -86,39 +80,16 @@ async fn without_kubeconfig_or_master_only_the_in_cluster_config_is_tried() {
     assert!(matches!(err, ClientError::Kubeconfig { .. }), "{err:?}");
 }
 
-/// Counts the Service ports of each sync.
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<usize>>>);
-
-impl Mode for Recorder {
-    fn name(&self) -> &'static str {
-        "recorder"
-    }
-    fn sync(&mut self, desired: &DesiredState, c: &ChangeSet) -> Result<SyncStats, ModeError> {
-        let ports = desired.families.iter().map(|f| f.services.len()).sum();
-        self.0.lock().unwrap().push(ports);
-        Ok(SyncStats {
-            full: c.full,
-            service_ports: ports,
-            endpoints: 0,
-        })
-    }
-    fn cleanup(&mut self) -> Result<(), ModeError> {
-        Ok(())
-    }
-}
-
-impl Recorder {
-    async fn wait_for_ports(&self, want: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.0.lock().unwrap().last() != Some(&want) {
-            assert!(
-                Instant::now() < deadline,
-                "no sync with {want} ports: {:?}",
-                self.0
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+/// Waits until the mode's last sync had `want` Service ports.
+async fn wait_for_ports(mode: &RecordingMode, want: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mode.port_counts().last() != Some(&want) {
+        assert!(
+            Instant::now() < deadline,
+            "no sync with {want} ports: {:?}",
+            mode.port_counts()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -145,7 +116,7 @@ async fn the_agent_started_with_a_kubeconfig_programs_the_servers_services_and_f
     let client = build_client(&settings(&args)).await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let source = tokio::spawn(api::watch_all(client, NODE.into(), tx));
-    let mode = Recorder::default();
+    let mode = RecordingMode::default();
     let periods = Periods {
         sync: Duration::from_secs(3600),
         min_sync: Duration::ZERO,
@@ -160,12 +131,12 @@ async fn the_agent_started_with_a_kubeconfig_programs_the_servers_services_and_f
             let _ = stopped.await;
         },
     ));
-    mode.wait_for_ports(1).await;
+    wait_for_ports(&mode, 1).await;
     server
         .wait_for("the Service watch", |s| s.count(Res::Services, true) >= 1)
         .await;
     server.apply(&simple_service("b", json!({"clusterIP": "172.30.0.2"})));
-    mode.wait_for_ports(2).await;
+    wait_for_ports(&mode, 2).await;
     let _ = stop.send(());
     agent.await.unwrap();
     source.abort();

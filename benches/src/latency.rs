@@ -25,7 +25,7 @@ use kproxy::{
 };
 use kproxy_dataplane::nft::Exec;
 use kproxy_modes::{
-    Mode, ModeError, SyncStats,
+    Mode, ModeError, SyncError, SyncStats,
     model::{ChangeSet, DesiredState, Protocol, ServicePortName},
     nftables::NftablesMode,
 };
@@ -93,7 +93,7 @@ impl Mode for Recording {
         &mut self,
         desired: &DesiredState,
         changes: &ChangeSet,
-    ) -> Result<SyncStats, ModeError> {
+    ) -> Result<SyncStats, SyncError> {
         let sw = Stopwatch::start();
         let stats = self.inner.sync(desired, changes)?;
         let (end, took) = (SystemTime::now(), sw.elapsed());
@@ -124,7 +124,7 @@ impl Mode for Recording {
         Ok(stats)
     }
 
-    fn cleanup(&mut self) -> Result<(), ModeError> {
+    fn cleanup(&mut self) -> Result<Vec<String>, ModeError> {
         self.inner.cleanup()
     }
 }

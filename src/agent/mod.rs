@@ -4,11 +4,11 @@
 //! (A bounded-frequency runner with burst, metrics and health hooks replaces this loop later;
 //! its contract stays: coalesce changes, never sync before every initial list is in.)
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use kproxy_modes::{Mode, ModeError, SyncStats, model::ChangeSet};
+use kproxy_modes::{Drift, Mode, ModeContext, ModeError, SyncStats, model::ChangeSet};
 use tokio::{
-    sync::mpsc,
+    sync::{Notify, mpsc},
     time::{Instant, sleep_until},
 };
 use tracing::{error, info, warn};
@@ -18,8 +18,6 @@ use crate::{source::Event, tracker::Tracker};
 pub mod observe;
 pub use observe::Observer;
 
-/// Upstream's nftables proxier forces a full sync at least this often.
-const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug)]
@@ -32,7 +30,7 @@ pub struct Periods {
 pub async fn run(
     tracker: Tracker,
     events: mpsc::Receiver<Event>,
-    mode: Box<dyn Mode + Send>,
+    mode: Box<dyn Mode>,
     periods: Periods,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -47,29 +45,51 @@ pub async fn run(
     .await;
 }
 
+/// The sync loop's own state between iterations.
+struct Schedule {
+    pending: ChangeSet,
+    /// Something arrived since the last sync.
+    wanted: bool,
+    not_before: Instant,
+    next_periodic: Instant,
+    failures: u32,
+    synced_once: bool,
+}
+
 /// [`run`], reporting queued changes, syncs and programmed states to `observer` (health,
-/// metrics, Service health checks).
+/// metrics, Service health checks). The mode is started first; a mode that cannot start ends
+/// the loop at once (logged), since nothing could be programmed.
 pub async fn run_observed(
     mut tracker: Tracker,
     mut events: mpsc::Receiver<Event>,
-    mut mode: Box<dyn Mode + Send>,
+    mut mode: Box<dyn Mode>,
     periods: Periods,
     shutdown: impl std::future::Future<Output = ()>,
     mut observer: Observer,
 ) {
     tokio::pin!(shutdown);
-    let mut pending = ChangeSet::default();
-    let mut wanted = false; // something arrived since the last sync
-    let mut not_before = Instant::now();
-    let mut next_periodic = Instant::now() + periods.sync;
-    let mut last_full = Instant::now();
-    let mut failures: u32 = 0;
-    let mut synced_once = false;
+    let drift = Arc::new(Notify::new());
+    let ctx = ModeContext {
+        runtime: tokio::runtime::Handle::current(),
+        drift: drift.clone(),
+    };
+    if let Err(e) = mode.start(&ctx) {
+        error!(error = %e, "the proxy mode could not start");
+        return;
+    }
+    let mut s = Schedule {
+        pending: ChangeSet::default(),
+        wanted: false,
+        not_before: Instant::now(),
+        next_periodic: Instant::now() + periods.sync,
+        failures: 0,
+        synced_once: false,
+    };
     loop {
-        let due = if wanted {
-            not_before
+        let due = if s.wanted {
+            s.not_before
         } else {
-            next_periodic.max(not_before)
+            s.next_periodic.max(s.not_before)
         };
         tokio::select! {
             ev = events.recv() => match ev {
@@ -81,47 +101,23 @@ pub async fn run_observed(
                         tracker.apply(more);
                     }
                     observer.queued(&tracker);
-                    wanted = true;
+                    s.wanted = true;
                 }
                 None => break,
             },
+            _ = drift.notified() => {
+                if check_drift(mode.as_mut(), &mut observer) {
+                    s.wanted = true;
+                }
+            },
             _ = sleep_until(due) => {
-                wanted = false;
-                let Some((state, changes)) = tracker.update() else {
-                    next_periodic = Instant::now() + periods.sync;
-                    continue;
-                };
-                observer.taken(state);
-                pending.merge(changes);
-                if last_full.elapsed() >= FULL_SYNC_PERIOD {
-                    pending.full = true;
+                // The periodic sync is also the periodic drift check; a drift found makes the
+                // sync below a full one (the mode no longer trusts its cache).
+                if !s.wanted {
+                    check_drift(mode.as_mut(), &mut observer);
                 }
-                let started = Instant::now();
-                let full = pending.full;
-                let result = blocking(|| mode.sync(state, &pending));
-                let took = started.elapsed();
-                not_before = Instant::now() + periods.min_sync;
-                next_periodic = Instant::now() + periods.sync;
-                match result {
-                    Ok(stats) => {
-                        failures = 0;
-                        if full {
-                            last_full = Instant::now();
-                        }
-                        log_sync(&stats, took, &mut synced_once);
-                        pending = ChangeSet::default();
-                        observer.synced(state, full, took).await;
-                    }
-                    Err(e) => {
-                        observer.failed(full, took);
-                        failures += 1;
-                        let retry = retry_delay(failures, periods.min_sync);
-                        error!(error = %e, retry_in = ?retry, "sync failed; the next sync is a full one");
-                        pending.full = true;
-                        not_before = Instant::now() + retry;
-                        wanted = true;
-                    }
-                }
+                s.wanted = false;
+                sync_once(&mut tracker, mode.as_mut(), periods, &mut s, &mut observer).await;
             },
             _ = &mut shutdown => {
                 info!("shutting down; programmed rules stay in place");
@@ -129,7 +125,65 @@ pub async fn run_observed(
             }
         }
     }
+    mode.shutdown();
     observer.shutdown().await;
+}
+
+/// One sync: takes the tracker's state and hands it to the mode.
+async fn sync_once(
+    tracker: &mut Tracker,
+    mode: &mut dyn Mode,
+    periods: Periods,
+    s: &mut Schedule,
+    observer: &mut Observer,
+) {
+    let Some((state, changes)) = tracker.update() else {
+        s.next_periodic = Instant::now() + periods.sync;
+        return;
+    };
+    observer.taken(state);
+    s.pending.merge(changes);
+    let started = Instant::now();
+    let result = blocking(|| mode.sync(state, &s.pending));
+    let took = started.elapsed();
+    s.not_before = Instant::now() + periods.min_sync;
+    s.next_periodic = Instant::now() + periods.sync;
+    observer.mode_counters(mode.counters());
+    match result {
+        Ok(stats) => {
+            s.failures = 0;
+            log_sync(&stats, took, &mut s.synced_once);
+            s.pending = ChangeSet::default();
+            observer.synced(state, stats.full, took).await;
+        }
+        Err(e) => {
+            observer.failed(e.full, took);
+            s.failures += 1;
+            let retry = retry_delay(s.failures, periods.min_sync);
+            error!(error = %e.error, full = e.full, retry_in = ?retry, "sync failed; the next sync is a full one");
+            // The mode no longer trusts its cache, and the retry asks for everything too; the
+            // changes stay queued for it.
+            s.pending.full = true;
+            s.not_before = Instant::now() + retry;
+            s.wanted = true;
+        }
+    }
+}
+
+/// Asks the mode what drifted; logs and counts each finding. True when something did.
+fn check_drift(mode: &mut dyn Mode, observer: &mut Observer) -> bool {
+    let found: Vec<Drift> = match blocking(|| mode.check_drift()) {
+        Ok(found) => found,
+        Err(e) => {
+            warn!(error = %e, "checking the kernel for drift failed");
+            return false;
+        }
+    };
+    for d in &found {
+        warn!(kind = d.kind, what = %d.what, "kernel state drifted from what kproxy programmed; repairing with a full sync");
+    }
+    observer.drifted(&found);
+    !found.is_empty()
 }
 
 /// Mode syncs block (they run `nft` and the like); on a multi-threaded runtime, let other tasks
@@ -159,9 +213,16 @@ fn retry_delay(failures: u32, min_sync: Duration) -> Duration {
         .min(MAX_RETRY)
 }
 
-/// Removes everything the mode owns (`--cleanup`).
+/// Removes everything the mode owns (`--cleanup`), logging each removal.
 pub fn cleanup(mode: &mut dyn Mode) -> Result<(), ModeError> {
-    mode.cleanup()?;
-    warn!(mode = mode.name(), "removed everything kproxy programmed");
+    let removed = mode.cleanup()?;
+    for what in &removed {
+        warn!(mode = mode.name(), removed = %what, "removed");
+    }
+    warn!(
+        mode = mode.name(),
+        count = removed.len(),
+        "removed everything this mode programmed"
+    );
     Ok(())
 }

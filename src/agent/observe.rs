@@ -149,6 +149,7 @@ impl Observer {
     pub async fn synced(&mut self, state: &DesiredState, full: bool, took: Duration) {
         if let Some(h) = &self.health {
             h.updated(&self.families);
+            h.repair_pending(false);
         }
         if let Some(m) = &self.metrics {
             m.sync_finished(full, took, true);
@@ -160,6 +161,29 @@ impl Observer {
         self.in_flight.clear();
         if let Some(s) = &mut self.services {
             s.reconcile(state).await;
+        }
+    }
+
+    /// The mode found its kernel state changed behind its back: counted by kind, and the proxy
+    /// is unhealthy until the repairing sync succeeds.
+    pub fn drifted(&mut self, found: &[kproxy_modes::Drift]) {
+        if found.is_empty() {
+            return;
+        }
+        if let Some(h) = &self.health {
+            h.repair_pending(true);
+        }
+        if let Some(m) = &self.metrics {
+            for d in found {
+                m.drift_detected(d.kind);
+            }
+        }
+    }
+
+    /// The mode's own counters, as of the last sync.
+    pub fn mode_counters(&mut self, counters: Vec<kproxy_modes::Counter>) {
+        if let Some(m) = &self.metrics {
+            m.observe_mode_counters(counters);
         }
     }
 

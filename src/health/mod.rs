@@ -14,7 +14,7 @@ use std::{
     collections::BTreeMap,
     sync::{
         Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, SystemTime},
 };
@@ -55,6 +55,8 @@ pub struct ProxyHealth {
     state: Mutex<State>,
     /// [healthz 200, healthz 503, livez 200, livez 503]
     responses: [AtomicU64; 4],
+    /// The mode found drift that the next sync has not repaired yet.
+    repairing: AtomicBool,
 }
 
 /// One family's entry in the `status` map.
@@ -99,7 +101,14 @@ impl ProxyHealth {
                 ..State::default()
             }),
             responses: Default::default(),
+            repairing: AtomicBool::new(false),
         }
+    }
+
+    /// Drift was found (`true`) or repaired by a successful sync (`false`). While a repair is
+    /// pending, the proxy is unhealthy: what it programmed is known not to hold.
+    pub fn repair_pending(&self, pending: bool) {
+        self.repairing.store(pending, Ordering::Relaxed);
     }
 
     pub fn clock(&self) -> &WallClock {
@@ -152,7 +161,7 @@ impl ProxyHealth {
         let now = self.clock.now();
         let st = self.state();
         let mut status = BTreeMap::new();
-        let mut healthy = true;
+        let mut healthy = !self.repairing.load(Ordering::Relaxed);
         for (family, updated) in &st.last_updated {
             let late = st
                 .oldest_queued

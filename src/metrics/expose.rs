@@ -47,6 +47,16 @@ fn code_family(m: &Metrics, probe: Probe) -> Family<Labels, Counter> {
     family
 }
 
+fn mode_counter_family(m: &Metrics) -> Family<Labels, Counter> {
+    let family = Family::<Labels, Counter>::default();
+    let counters = m.mode_counters.lock().unwrap_or_else(|e| e.into_inner());
+    for c in counters.iter() {
+        let labels = vec![("counter".to_owned(), c.name.to_owned())];
+        family.get_or_create(&labels).inc_by(c.value);
+    }
+    family
+}
+
 impl Collector for Collect {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let m = &*self.0;
@@ -167,6 +177,16 @@ impl Collector for Collect {
             "kproxy_skipped_objects",
             "Objects kproxy skipped, by kind and reason class".into(),
             &m.skipped,
+        )?;
+        put(
+            "kproxy_drift_detected",
+            "Objects of the mode found changed or missing in the kernel, by kind".into(),
+            &m.drift,
+        )?;
+        put(
+            "kproxy_mode_events",
+            "The proxy mode's own cumulative counters, by counter name".into(),
+            &mode_counter_family(m),
         )?;
         if let Some(n) = m.healthcheck_failures() {
             let c = Counter::<u64>::default();

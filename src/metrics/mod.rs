@@ -59,6 +59,10 @@ pub struct Metrics {
     /// nftables mode exports it, so dashboards find it.
     pub(crate) cleanup_failures: Counter,
     pub(crate) skipped: Family<Labels, Gauge>,
+    /// Drift the mode found, by kind of object.
+    pub(crate) drift: Family<Labels, Counter>,
+    /// The mode's own counters as of the last sync.
+    pub(crate) mode_counters: std::sync::Mutex<Vec<kproxy_modes::Counter>>,
     pub(crate) health: Option<Arc<ProxyHealth>>,
     pub(crate) healthcheck_failures: Option<Arc<AtomicU64>>,
 }
@@ -98,6 +102,8 @@ impl Metrics {
             partial_sync_failures: Default::default(),
             cleanup_failures: Default::default(),
             skipped: Default::default(),
+            drift: Default::default(),
+            mode_counters: Default::default(),
             health: None,
             healthcheck_failures: None,
         }
@@ -196,6 +202,17 @@ impl Metrics {
             ];
             self.skipped.get_or_create(&labels).inc();
         }
+    }
+
+    /// The mode found drift of this kind of object.
+    pub fn drift_detected(&self, kind: &str) {
+        let labels = vec![("kind".to_owned(), kind.to_owned())];
+        self.drift.get_or_create(&labels).inc();
+    }
+
+    /// The mode's counters now (cumulative values the mode keeps).
+    pub fn observe_mode_counters(&self, counters: Vec<kproxy_modes::Counter>) {
+        *self.mode_counters.lock().unwrap_or_else(|e| e.into_inner()) = counters;
     }
 
     /// The registry `/metrics` encodes.

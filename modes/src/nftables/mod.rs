@@ -12,15 +12,31 @@ use kproxy_dataplane::{
     nft::{Exec, Family, NftClient},
 };
 
+use tokio::time::{Duration, Instant};
+
 use crate::{
-    Mode, ModeError, SyncStats,
+    Counter, Mode, ModeError, SyncError, SyncStats,
     conntrack::ConntrackHygiene,
     model::{ChangeSet, DesiredState, IpFamily, NodePortAddresses},
+    registry::ModeSettings,
 };
 
 pub use render::{LocalAddrs, Rendered, render, state::Applied};
 
 const MODE: &str = "nftables";
+
+/// Upstream's nftables proxier forces a full sync at least this often: whatever drift the
+/// cheap checks missed is repaired within the hour.
+const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
+
+/// The registry's constructor: runs `nft` (in `settings.netns` when set).
+pub fn build(settings: &ModeSettings) -> Box<dyn Mode> {
+    let exec = match &settings.netns {
+        Some(ns) => Exec::new().in_netns(ns),
+        None => Exec::new(),
+    };
+    Box::new(NftablesMode::with_exec(exec))
+}
 
 /// Reads the node's local addresses (all families); called only when some family restricts
 /// NodePorts to CIDRs.
@@ -34,6 +50,8 @@ pub struct NftablesMode<C: NftClient = Exec> {
     applied: Option<Applied>,
     /// Deletes stale UDP flows after each successful sync; `None` leaves conntrack alone.
     conntrack: Option<ConntrackHygiene>,
+    /// When the last full sync succeeded (`None`: never).
+    last_full: Option<Instant>,
 }
 
 impl NftablesMode<Exec> {
@@ -59,6 +77,7 @@ impl<C: NftClient> NftablesMode<C> {
             addrs,
             applied: None,
             conntrack: None,
+            last_full: None,
         }
     }
 
@@ -86,6 +105,19 @@ impl<C: NftClient> NftablesMode<C> {
         &self.client
     }
 
+    /// Our tables as `nft list table` prints them (both families; a missing one is left out).
+    pub fn dump(&self) -> Result<String, ModeError> {
+        let mut out = String::new();
+        for family in [Family::Ip, Family::Ip6] {
+            match self.client.list_table(family, names::TABLE) {
+                Ok(text) => out.push_str(&text),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(ModeError::kernel(MODE, "listing our tables", e)),
+            }
+        }
+        Ok(out)
+    }
+
     /// After a successful apply only: the new rules must be in place before stale flows go, or
     /// the next packet would recreate the same flow.
     fn clean_conntrack(&mut self, desired: &DesiredState, changes: &ChangeSet, full: bool) {
@@ -110,9 +142,10 @@ impl<C: NftClient> NftablesMode<C> {
         if !needed {
             return Ok(out);
         }
-        let addrs = (self.addrs)().map_err(|message| ModeError::Apply {
+        let addrs = (self.addrs)().map_err(|message| ModeError::Kernel {
             mode: MODE,
-            message: format!("reading local addresses: {message}"),
+            op: "reading local addresses",
+            source: message.into(),
         })?;
         for ip in addrs {
             out.entry(IpFamily::of(&ip)).or_default().push(ip);
@@ -121,7 +154,7 @@ impl<C: NftClient> NftablesMode<C> {
     }
 }
 
-impl<C: NftClient> Mode for NftablesMode<C> {
+impl<C: NftClient + Send> Mode for NftablesMode<C> {
     fn name(&self) -> &'static str {
         MODE
     }
@@ -130,68 +163,80 @@ impl<C: NftClient> Mode for NftablesMode<C> {
         &mut self,
         desired: &DesiredState,
         changes: &ChangeSet,
-    ) -> Result<SyncStats, ModeError> {
+    ) -> Result<SyncStats, SyncError> {
+        if self
+            .last_full
+            .is_some_and(|t| t.elapsed() >= FULL_SYNC_PERIOD)
+        {
+            self.applied = None;
+        }
         let local = match self.local_addrs(desired) {
             Ok(l) => l,
-            Err(e) => {
+            Err(error) => {
+                let full = self.applied.is_none() || changes.full;
                 self.applied = None;
-                return Err(e);
+                return Err(SyncError { full, error });
             }
         };
         // Taken, not borrowed: on failure the cache is gone anyway (the next sync is full).
         let rendered = render::render_owned(desired, changes, self.applied.take(), &local);
-        if rendered.tx.is_empty() {
-            self.applied = Some(rendered.applied);
-            self.clean_conntrack(desired, changes, false);
-            return Ok(stats(desired, false));
+        let full = rendered.full;
+        if !rendered.tx.is_empty()
+            && let Err(e) = self.client.run(&rendered.tx)
+        {
+            // The kernel kept its previous state, which our cache may no longer describe
+            // exactly (e.g. after a failed partial sync): start over with a full one.
+            return Err(SyncError {
+                full,
+                error: ModeError::kernel(MODE, "applying the transaction", e),
+            });
         }
-        match self.client.run(&rendered.tx) {
-            Ok(()) => {
-                self.applied = Some(rendered.applied);
-                self.clean_conntrack(desired, changes, rendered.full);
-                Ok(stats(desired, rendered.full))
-            }
-            Err(e) => {
-                // The kernel kept its previous state, which our cache may no longer describe
-                // exactly (e.g. after a failed partial sync): start over with a full one.
-                self.applied = None;
-                Err(ModeError::Apply {
-                    mode: MODE,
-                    message: e.to_string(),
-                })
-            }
+        self.applied = Some(rendered.applied);
+        if full {
+            self.last_full = Some(Instant::now());
         }
+        self.clean_conntrack(desired, changes, full);
+        Ok(stats(desired, full))
     }
 
-    fn cleanup(&mut self) -> Result<(), ModeError> {
+    fn cleanup(&mut self) -> Result<Vec<String>, ModeError> {
         self.applied = None;
+        let mut removed = Vec::new();
+        for family in [Family::Ip, Family::Ip6] {
+            match self.client.list_table(family, names::TABLE) {
+                Ok(_) => removed.push(format!("nftables table {family} {}", names::TABLE)),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(ModeError::kernel(MODE, "listing our tables", e)),
+            }
+        }
         let mut tx = kproxy_dataplane::nft::NftTransaction::new();
         // `add` first so `delete` cannot fail on a missing table: only our tables are named.
         for family in [Family::Ip, Family::Ip6] {
             tx.add_table(family, names::TABLE, None);
             tx.delete_table(family, names::TABLE);
         }
-        self.client.run(&tx).map_err(|e| ModeError::Apply {
-            mode: MODE,
-            message: e.to_string(),
-        })
+        self.client
+            .run(&tx)
+            .map_err(|e| ModeError::kernel(MODE, "deleting our tables", e))?;
+        Ok(removed)
     }
 
-    fn dump(&self) -> Result<String, ModeError> {
-        let mut out = String::new();
-        for family in [Family::Ip, Family::Ip6] {
-            match self.client.list_table(family, names::TABLE) {
-                Ok(text) => out.push_str(&text),
-                Err(e) if e.is_not_found() => {}
-                Err(e) => {
-                    return Err(ModeError::Apply {
-                        mode: MODE,
-                        message: e.to_string(),
-                    });
-                }
-            }
-        }
-        Ok(out)
+    fn counters(&self) -> Vec<Counter> {
+        let Some(ct) = &self.conntrack else {
+            return Vec::new();
+        };
+        vec![
+            Counter {
+                name: "conntrack_deleted",
+                help: "Stale UDP conntrack entries deleted after syncs.",
+                value: ct.deleted(),
+            },
+            Counter {
+                name: "conntrack_failures",
+                help: "Conntrack reads or deletes that failed (logged; never a sync failure).",
+                value: ct.failures(),
+            },
+        ]
     }
 }
 
