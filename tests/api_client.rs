@@ -17,8 +17,7 @@ use kproxy_modes::testing::RecordingMode;
 use serde_json::json;
 use tokio::time::Instant;
 
-#[path = "apiserver/mod.rs"]
-mod apiserver;
+use kproxy_test_apiserver as apiserver;
 mod support;
 
 use apiserver::{ApiServer, Res};

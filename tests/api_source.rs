@@ -21,8 +21,7 @@ use kproxy::{
 use serde_json::json;
 use tokio::{sync::mpsc, task::JoinHandle, time::timeout};
 
-#[path = "apiserver/mod.rs"]
-mod apiserver;
+use kproxy_test_apiserver as apiserver;
 mod support;
 
 #[path = "api_source/changes.rs"]

@@ -9,8 +9,7 @@
 //! thread inside the node namespace: a socket stays in the namespace it was made in, so kproxy
 //! reaches it on the node's 127.0.0.1 and nothing listens in the host's namespace.
 
-#[path = "apiserver/mod.rs"]
-mod apiserver;
+use kproxy_test_apiserver as apiserver;
 mod support;
 
 use std::{

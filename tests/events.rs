@@ -1,8 +1,7 @@
 //! Events: what kproxy records through the API (events.k8s.io/v1), with which reason, type and
 //! regarding object, and that an invalid Service is reported once, not at every sync.
 
-#[path = "apiserver/mod.rs"]
-mod apiserver;
+use kproxy_test_apiserver as apiserver;
 mod support;
 
 use std::{sync::Arc, time::Duration};

@@ -3,8 +3,7 @@
 //! subcommands are the pieces it runs, each sync size in a child process of its own so that the
 //! child's peak RSS belongs to that size alone. Runs as root (network namespaces).
 
-#[path = "../../tests/apiserver/mod.rs"]
-mod apiserver;
+use kproxy_test_apiserver as apiserver;
 mod connect;
 mod latency;
 mod measure;

@@ -5,8 +5,8 @@
 //! controls a test needs: change objects, drop every open watch, compact history, and see the
 //! requests that came in.
 //!
-//! Included by the test crates that need it with `#[path = "apiserver/mod.rs"] mod apiserver;`.
-#![allow(dead_code)] // each test crate uses a different part of it
+//! A crate of its own (`kproxy-test-apiserver`) so that every test crate and the benchmarks use
+//! it as a dependency: `use kproxy_test_apiserver as apiserver;`.
 
 mod http;
 pub mod selector;
