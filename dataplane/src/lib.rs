@@ -2,5 +2,7 @@
 
 pub mod addrs;
 pub mod conntrack;
+pub mod netlink;
+pub mod netns;
 pub mod nft;
 pub mod sysctl;
