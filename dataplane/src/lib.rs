@@ -5,4 +5,5 @@ pub mod conntrack;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod rtnl;
 pub mod sysctl;
