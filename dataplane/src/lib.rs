@@ -2,5 +2,8 @@
 
 pub mod addrs;
 pub mod conntrack;
+pub mod netlink;
+pub mod netns;
 pub mod nft;
+pub mod rtnl;
 pub mod sysctl;

@@ -1,5 +1,9 @@
 //! `Exec` against the real nft, in check mode only (`nft -c`: nothing is committed, so it is
-//! safe in the host namespace). Skipped when nft cannot be run (not installed, not root).
+//! safe in the host namespace), and committing only inside a namespace the test makes.
+//! Skipped when nft cannot be run (not installed, not root).
+
+#[path = "../../modes/tests/nftables/netns.rs"]
+mod netns;
 
 use kproxy_dataplane::nft::{Exec, Family, NftClient, NftErrorKind, NftTransaction};
 
@@ -47,4 +51,26 @@ fn syntax_errors_and_valid_text() {
     good.add_chain(Family::Ip, "kproxy-test-x", "c", None);
     good.add_rule(Family::Ip, "kproxy-test-x", "c", "ip daddr 1.2.3.4 drop");
     Exec::new().check(&good).unwrap();
+}
+
+/// Steps: commit a table through an `Exec` in a fresh namespace; read it back there; the
+/// caller's namespace does not have it.
+#[test]
+fn a_namespaced_exec_commits_in_that_namespace_only() {
+    if !nft_usable() {
+        return;
+    }
+    let Some(ns) = netns::Netns::new() else {
+        return;
+    };
+    let table = format!("kproxy-test-{}", ns.name.replace('-', "_"));
+    let exec = Exec::new().in_netns(&ns.name);
+    let mut tx = NftTransaction::new();
+    tx.add_table(Family::Ip, &table, Some("probe"));
+    exec.run(&tx).unwrap();
+    let listed = exec.list_table(Family::Ip, &table).unwrap();
+    assert!(listed.contains(&format!("table ip {table}")), "{listed}");
+    assert!(ns.exec(&["nft", "list", "tables"]).contains(&table));
+    let host = Exec::new().list_table(Family::Ip, &table).unwrap_err();
+    assert!(host.is_not_found(), "{host}");
 }

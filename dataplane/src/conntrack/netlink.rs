@@ -1,43 +1,26 @@
 //! [`ConntrackNetlink`]: filtered deletes over a NETLINK_NETFILTER socket (ctnetlink), in this
-//! network namespace or a named one.
+//! network namespace or another one. The socket plumbing (namespace, sequence numbers, signals,
+//! the bounded wait) is the crate's shared [`NetlinkSocket`].
 
-use std::{
-    fs::File,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::path::PathBuf;
 
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
-use nix::{
-    errno::Errno,
-    libc::MSG_TRUNC,
-    sched::{CloneFlags, setns},
-    sys::{
-        socket::{setsockopt, sockopt::ReceiveTimeout},
-        time::TimeVal,
-    },
-};
+use nix::errno::Errno;
 
 use super::{
     ConntrackClient, ConntrackError, Entry, FlowFilter, L3, check_entry,
     wire::{self, Answer},
 };
-
-/// The kernel sizes a dump batch after the largest buffer `recv` was given, capped at 32 KiB,
-/// so 64 KiB always holds a whole batch; `MSG_TRUNC` still reports one that did not fit.
-const RECV_BUF: usize = 64 * 1024;
-
-/// How long one `recv` waits for the kernel's next datagram. The kernel answers at once; a
-/// socket that never answers would otherwise hold the sync waiting on it for ever (the agent
-/// then reports the error, and the next sync opens a new socket).
-const RECV_TIMEOUT_SECS: i64 = 10;
+use crate::{
+    netlink::{NETLINK_NETFILTER, NetlinkError, NetlinkSocket},
+    netns::Netns,
+};
 
 /// Deletes UDP conntrack entries through ctnetlink: one dump per family and call, a match in
 /// user space ([`FlowFilter::matches`]) and one acknowledged delete per matching entry.
 #[derive(Clone, Debug, Default)]
 pub struct ConntrackNetlink {
-    /// The network namespace to work in (a bind-mounted ns file); `None`: the caller's.
-    netns: Option<PathBuf>,
+    /// The network namespace to work in; by default the caller's.
+    netns: Netns,
 }
 
 impl ConntrackNetlink {
@@ -47,25 +30,23 @@ impl ConntrackNetlink {
 
     /// Works on the conntrack table of network namespace `name` (as created by `ip netns add`).
     pub fn in_netns(self, name: impl AsRef<str>) -> Self {
-        self.in_netns_path(Path::new("/var/run/netns").join(name.as_ref()))
+        self.with_netns(Netns::named(name))
     }
 
     /// Works in the network namespace of this ns file (`/proc/PID/ns/net`, a bind mount).
-    pub fn in_netns_path(mut self, path: impl Into<PathBuf>) -> Self {
-        self.netns = Some(path.into());
+    pub fn in_netns_path(self, path: impl Into<PathBuf>) -> Self {
+        self.with_netns(Netns::at_path(path))
+    }
+
+    /// Works on the conntrack table of `netns`.
+    pub fn with_netns(mut self, netns: Netns) -> Self {
+        self.netns = netns;
         self
     }
 
     fn connect(&self) -> Result<Conn, ConntrackError> {
-        let socket = match &self.netns {
-            None => open()?,
-            Some(path) => open_in(path)?,
-        };
-        Ok(Conn {
-            socket,
-            seq: 0,
-            buf: Vec::with_capacity(RECV_BUF),
-        })
+        let socket = NetlinkSocket::open(NETLINK_NETFILTER, &self.netns)?;
+        Ok(Conn { socket })
     }
 
     /// Deletes, for the filters at `idx` (all of family `l3`), what they select; counts go to
@@ -149,81 +130,24 @@ impl ConntrackClient for ConntrackNetlink {
     }
 }
 
-fn open() -> Result<Socket, ConntrackError> {
-    let err = |op| move |e| ConntrackError::netlink(op, e);
-    let mut socket = Socket::new(NETLINK_NETFILTER).map_err(err("socket"))?;
-    socket.bind_auto().map_err(err("bind"))?;
-    socket
-        .connect(&SocketAddr::new(0, 0))
-        .map_err(err("connect"))?;
-    setsockopt(&socket, ReceiveTimeout, &TimeVal::new(RECV_TIMEOUT_SECS, 0))
-        .map_err(|e| err("setsockopt SO_RCVTIMEO")(e.into()))?;
-    Ok(socket)
-}
-
-/// Opens the socket inside the namespace at `path`. A socket stays in the namespace it was
-/// created in, and `setns` moves only the calling thread: so a thread of its own enters the
-/// namespace, opens the socket and ends. No thread of the caller ever changes namespace, and
-/// nothing has to switch back (a failed switch back would leave a thread in the wrong one).
-fn open_in(path: &Path) -> Result<Socket, ConntrackError> {
-    let netns_err = |e: std::io::Error| ConntrackError::Netns {
-        path: path.to_owned(),
-        source: Arc::new(e),
-    };
-    let ns = File::open(path).map_err(netns_err)?;
-    let opened = std::thread::scope(|s| {
-        s.spawn(|| {
-            setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| netns_err(e.into()))?;
-            open()
-        })
-        .join()
-    });
-    opened.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-}
-
-/// One socket's conversation: requests carry increasing sequence numbers, and answers to
-/// other numbers (a late answer to an earlier request) are ignored.
+/// ctnetlink's dump and delete over one socket. Its answers are read message by message
+/// ([`wire::parse_answer`]) rather than through [`NetlinkSocket::request`], so that one entry
+/// that does not decode is skipped instead of failing the dump.
 struct Conn {
-    socket: Socket,
-    seq: u32,
-    buf: Vec<u8>,
+    socket: NetlinkSocket,
 }
 
 impl Conn {
-    fn send(
-        &mut self,
-        op: &'static str,
-        build: impl FnOnce(u32) -> Vec<u8>,
-    ) -> Result<u32, ConntrackError> {
-        self.seq += 1;
-        let bytes = build(self.seq);
-        retry_interrupted(|| self.socket.send(&bytes, 0))
-            .map_err(|e| ConntrackError::netlink(op, e))?;
-        Ok(self.seq)
-    }
-
     /// The answers to request `seq` in the next datagram.
     fn recv(&mut self, op: &'static str, seq: u32) -> Result<Vec<Answer>, ConntrackError> {
-        let n = retry_interrupted(|| {
-            self.buf.clear();
-            self.socket.recv(&mut self.buf, MSG_TRUNC)
-        })
-        .map_err(|e| recv_error(op, e))?;
-        if n > self.buf.len() {
-            let message = format!("a {n}-byte datagram did not fit in {RECV_BUF} bytes");
-            return Err(ConntrackError::Decode { op, message });
-        }
-        let answers = wire::parse_answers(&self.buf)
-            .map_err(|message| ConntrackError::Decode { op, message })?;
-        Ok(answers
-            .into_iter()
-            .filter_map(|(s, a)| (s == seq).then_some(a))
-            .collect())
+        let mut answers = Vec::new();
+        (self.socket).recv(op, seq, |bytes| answers.push(wire::parse_answer(bytes)))?;
+        Ok(answers)
     }
 
     /// Reads the whole table of family `l3`, passing each entry to `visit`.
     fn dump(&mut self, l3: L3, mut visit: impl FnMut(Entry)) -> Result<(), ConntrackError> {
-        let seq = self.send("dump", |seq| wire::dump_request(l3, seq))?;
+        let seq = (self.socket).send_bytes("dump", |seq| wire::dump_request(l3, seq))?;
         loop {
             for answer in self.recv("dump", seq)? {
                 match answer {
@@ -246,7 +170,7 @@ impl Conn {
     /// Deletes exactly `entry`; `false` when it was gone already (expired, deleted by another
     /// program, or recreated under a new id).
     fn delete(&mut self, l3: L3, entry: &Entry) -> Result<bool, ConntrackError> {
-        let seq = self.send("delete", |seq| wire::delete_request(l3, entry, seq))?;
+        let seq = (self.socket).send_bytes("delete", |seq| wire::delete_request(l3, entry, seq))?;
         loop {
             for answer in self.recv("delete", seq)? {
                 match answer {
@@ -263,43 +187,44 @@ impl Conn {
     }
 }
 
-/// A signal arriving during a blocking socket call (the agent handles SIGTERM) is not a failure
-/// of the call: it is made again.
-fn retry_interrupted<T>(mut call: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
-    loop {
-        match call() {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            other => return other,
+impl From<NetlinkError> for ConntrackError {
+    fn from(e: NetlinkError) -> Self {
+        match e {
+            NetlinkError::Netns(e) => ConntrackError::Netns {
+                path: e.path,
+                source: e.source,
+            },
+            NetlinkError::Io { op, source } => ConntrackError::Netlink { op, source },
+            NetlinkError::Decode { op, message } => ConntrackError::Decode { op, message },
         }
     }
 }
 
-/// A `recv` that timed out (EAGAIN under SO_RCVTIMEO) says so rather than "try again".
-fn recv_error(op: &'static str, e: std::io::Error) -> ConntrackError {
-    if e.raw_os_error() == Some(Errno::EAGAIN as i32) {
-        let message = format!("no answer from the kernel within {RECV_TIMEOUT_SECS} s");
-        return ConntrackError::netlink(op, std::io::Error::new(e.kind(), message));
-    }
-    ConntrackError::netlink(op, e)
-}
-
 #[cfg(test)]
 mod tests {
-    use nix::sys::socket::getsockopt;
-
     use super::*;
 
+    /// The shared socket's errors keep their op, errno and text under conntrack's prefix.
     #[test]
-    fn a_socket_waits_for_the_kernel_a_bounded_time() {
-        let socket = open().expect("a NETLINK_NETFILTER socket");
-        let timeout = getsockopt(&socket, ReceiveTimeout).expect("SO_RCVTIMEO");
-        assert_eq!(timeout, TimeVal::new(RECV_TIMEOUT_SECS, 0));
-        let timed_out = recv_error("dump", Errno::EAGAIN.into());
+    fn socket_errors_read_as_conntrack_errors() {
+        let timed_out = std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            "no answer from the kernel within 10 s",
+        );
+        let e = ConntrackError::from(NetlinkError::io("dump", timed_out));
         assert_eq!(
-            timed_out.to_string(),
+            e.to_string(),
             "conntrack netlink dump: no answer from the kernel within 10 s"
         );
-        let other = recv_error("dump", Errno::EPERM.into());
-        assert_eq!(other.errno(), Some(Errno::EPERM as i32));
+        let e = ConntrackError::from(NetlinkError::kernel("delete", -1));
+        assert_eq!(e.errno(), Some(Errno::EPERM as i32));
+        let missing = Netns::at_path("/nonexistent/netns");
+        let e = ConntrackError::from(NetlinkError::from(
+            missing
+                .run(|| Ok::<_, crate::netns::NetnsError>(()))
+                .unwrap_err(),
+        ));
+        assert!(matches!(e, ConntrackError::Netns { .. }), "{e:?}");
+        assert_eq!(e.errno(), Some(Errno::ENOENT as i32));
     }
 }

@@ -24,8 +24,6 @@ const CTA_ZONE: u16 = 18;
 /// The entry's id. Sent back in a delete so that an entry recreated under the same tuple since
 /// the dump (already DNATed by the new rules) is left alone: the kernel answers ENOENT.
 const CTA_ID: u16 = 12;
-/// Every netlink message starts with a 16-byte header; shorter lengths are corrupt.
-const NLMSG_HDRLEN: usize = 16;
 
 /// One direction of a conntrack entry. Fields the kernel did not send (ports of ICMP, say) are
 /// `None`.
@@ -48,7 +46,7 @@ pub struct Entry {
     pub id: Option<u32>,
 }
 
-/// One message of the kernel's answer, with the sequence number it answers.
+/// One message of the kernel's answer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Answer {
     Entry(Entry),
@@ -124,30 +122,16 @@ pub fn delete_request(l3: L3, entry: &Entry, seq: u32) -> Vec<u8> {
     request(l3, ConntrackMessage::Delete(attrs), flags, seq)
 }
 
-/// Splits one `recv` worth of bytes into messages: `(sequence number, answer)` each.
-/// A message that does not decode is reported and skipped; a corrupt length ends the batch
-/// with an error, since nothing after it can be located.
-pub fn parse_answers(buf: &[u8]) -> Result<Vec<(u32, Answer)>, String> {
-    let mut out = Vec::new();
-    let mut rest = buf;
-    while !rest.is_empty() {
-        let raw = NetlinkBuffer::new_checked(rest).map_err(|e| e.to_string())?;
-        let len = raw.length() as usize;
-        if len < NLMSG_HDRLEN {
-            return Err(format!(
-                "netlink message length {len} is shorter than its header"
-            ));
+/// One message of the kernel's answer (its whole bytes, as [`crate::netlink::NetlinkSocket::recv`]
+/// passes them). A message that does not decode is reported, to be skipped.
+pub fn parse_answer(bytes: &[u8]) -> Answer {
+    match NetlinkMessage::<NetfilterMessage>::deserialize(bytes) {
+        Ok(msg) => answer(msg.payload),
+        Err(e) => {
+            let ty = NetlinkBuffer::new(bytes).message_type();
+            Answer::Undecodable(format!("{e} (message type {ty:#x})"))
         }
-        let seq = raw.sequence_number();
-        let answer = match NetlinkMessage::<NetfilterMessage>::deserialize(rest) {
-            Ok(msg) => answer(msg.payload),
-            Err(e) => Answer::Undecodable(format!("{e} (message type {:#x})", raw.message_type())),
-        };
-        out.push((seq, answer));
-        // Messages are 4-byte aligned; the last one may lack its padding.
-        rest = rest.get(len.next_multiple_of(4)..).unwrap_or_default();
     }
-    Ok(out)
 }
 
 fn answer(payload: NetlinkPayload<NetfilterMessage>) -> Answer {

@@ -6,6 +6,15 @@
 //! IP plan: client 10.0.0.2:40000 -> VIP 172.30.0.47:53, DNATed to endpoint 10.180.0.1:5353.
 
 use super::*;
+use crate::netlink::split_messages;
+
+/// A datagram's messages as the client reads them: `(sequence number, answer)` each.
+fn parse_answers(batch: &[u8]) -> Vec<(u32, Answer)> {
+    let messages = split_messages(batch).expect("well-formed lengths");
+    (messages.into_iter())
+        .map(|(seq, bytes)| (seq, parse_answer(bytes)))
+        .collect()
+}
 
 /// An attribute: little-endian length and type, the value, padding to 4 bytes.
 fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
@@ -120,7 +129,7 @@ fn parses_a_dump_batch_with_done() {
         msg(0x0003, 0x2, 5, &0i32.to_le_bytes()), // NLMSG_DONE, status 0
     ]
     .concat();
-    let answers = parse_answers(&batch).unwrap();
+    let answers = parse_answers(&batch);
     let mut tcp_entry = udp_entry();
     tcp_entry.orig.proto = Some(6);
     tcp_entry.orig.src_port = Some(41000);
@@ -147,22 +156,8 @@ fn parses_acks_errors_and_a_failed_dump() {
     let err = |code: i32| msg(0x0002, 0, 8, &[&code.to_le_bytes()[..], &[0; 16]].concat());
     let done_failed = msg(0x0003, 0x2, 8, &(-4i32).to_le_bytes());
     let batch = [err(0), err(-2), done_failed].concat();
-    let answers: Vec<_> = parse_answers(&batch)
-        .unwrap()
-        .into_iter()
-        .map(|a| a.1)
-        .collect();
+    let answers: Vec<_> = parse_answers(&batch).into_iter().map(|a| a.1).collect();
     assert_eq!(answers, [Answer::Ack, Answer::Failed(2), Answer::Failed(4)]);
-}
-
-#[test]
-fn a_corrupt_length_ends_the_batch_with_an_error() {
-    let mut bad = msg(0x0003, 0x2, 1, &0i32.to_le_bytes());
-    bad[0] = 8; // shorter than the 16-byte header
-    assert!(parse_answers(&bad).is_err());
-    let mut long = msg(0x0003, 0x2, 1, &0i32.to_le_bytes());
-    long[0] = 200; // longer than the datagram
-    assert!(parse_answers(&long).is_err());
 }
 
 #[test]
@@ -173,7 +168,7 @@ fn an_ipv6_delete_reads_back_as_the_same_tuple() {
     (e.zone, e.id) = (None, None);
     let bytes = delete_request(L3::Ipv6, &e, 1);
     assert_eq!(bytes[16], 10, "AF_INET6");
-    let answers = parse_answers(&bytes).unwrap();
+    let answers = parse_answers(&bytes);
     let [(1, Answer::Entry(back))] = answers.as_slice() else {
         panic!("{answers:?}")
     };

@@ -7,6 +7,7 @@ use std::{
 };
 
 use super::{Family, NftTransaction};
+use crate::netns::{Netns, NetnsError};
 
 /// What kind of failure nft reported, read from its stderr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,12 +33,15 @@ pub enum NftError {
         stderr: String,
         kind: NftErrorKind,
     },
+    /// nft was not started: its network namespace could not be entered.
+    #[error("running nft: {0}")]
+    Netns(#[from] NetnsError),
 }
 
 impl NftError {
     pub fn kind(&self) -> NftErrorKind {
         match self {
-            NftError::Spawn { .. } => NftErrorKind::Other,
+            NftError::Spawn { .. } | NftError::Netns(_) => NftErrorKind::Other,
             NftError::Failed { kind, .. } => *kind,
         }
     }
@@ -73,20 +77,19 @@ pub trait NftClient {
     fn list_table_json(&self, family: Family, table: &str) -> Result<String, NftError>;
 }
 
-/// Runs the `nft` binary, optionally inside a named network namespace (`ip netns exec`).
+/// Runs the `nft` binary, optionally inside another network namespace: it is started by a
+/// thread that has entered the namespace ([`Netns::run`]), so no `ip netns exec` is needed.
 #[derive(Clone, Debug)]
 pub struct Exec {
     nft: PathBuf,
-    ip: PathBuf,
-    netns: Option<String>,
+    netns: Netns,
 }
 
 impl Default for Exec {
     fn default() -> Self {
         Self {
             nft: PathBuf::from("nft"),
-            ip: PathBuf::from("ip"),
-            netns: None,
+            netns: Netns::current(),
         }
     }
 }
@@ -103,26 +106,18 @@ impl Exec {
     }
 
     /// Runs every command inside network namespace `name` (as created by `ip netns add`).
-    pub fn in_netns(mut self, name: impl Into<String>) -> Self {
-        self.netns = Some(name.into());
+    pub fn in_netns(self, name: impl AsRef<str>) -> Self {
+        self.with_netns(Netns::named(name))
+    }
+
+    /// Runs every command inside `netns`.
+    pub fn with_netns(mut self, netns: Netns) -> Self {
+        self.netns = netns;
         self
     }
 
-    pub fn netns(&self) -> Option<&str> {
-        self.netns.as_deref()
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new(&self.ip);
-                c.args(["netns", "exec", ns]).arg(&self.nft);
-                c
-            }
-            None => Command::new(&self.nft),
-        };
-        cmd.args(args);
-        cmd
+    pub fn netns(&self) -> &Netns {
+        &self.netns
     }
 
     /// Runs nft with `tx`'s text (if any) on its standard input, returning its standard output.
@@ -131,18 +126,17 @@ impl Exec {
         args: &[&str],
         tx: Option<&NftTransaction>,
     ) -> Result<String, NftError> {
-        let mut cmd = self.command(args);
+        let mut cmd = Command::new(&self.nft);
+        cmd.args(args);
         let program = format!("{cmd:?}");
         let spawn_err = |source| NftError::Spawn {
             program: program.clone(),
             source,
         };
-        let mut child = cmd
-            .stdin(Stdio::piped())
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(spawn_err)?;
+            .stderr(Stdio::piped());
+        let mut child = self.netns.run(|| cmd.spawn().map_err(spawn_err))?;
         let input = child.stdin.take();
         // Write from another thread while this one collects output: nft may report errors
         // before it has read all of a large input, and a full stderr pipe would deadlock us.
@@ -216,16 +210,16 @@ mod tests {
     }
 
     #[test]
-    fn netns_wraps_the_command_in_ip_netns_exec() {
-        let exec = Exec::new().with_binary("/usr/sbin/nft").in_netns("t1");
-        let cmd = exec.command(&["-f", "-"]);
-        let argv: Vec<String> = std::iter::once(cmd.get_program())
-            .chain(cmd.get_args())
-            .map(|s| s.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(
-            argv,
-            ["ip", "netns", "exec", "t1", "/usr/sbin/nft", "-f", "-"]
-        );
+    fn a_missing_namespace_fails_before_nft_runs() {
+        // A binary that cannot exist: had it been started, the error would be a Spawn.
+        let exec = Exec::new()
+            .with_binary("/nonexistent/nft")
+            .with_netns(Netns::at_path("/nonexistent/netns"));
+        let err = exec
+            .list_table(Family::Ip, "kproxy")
+            .expect_err("no namespace");
+        assert!(matches!(err, NftError::Netns(_)), "{err:?}");
+        assert!(err.to_string().contains("/nonexistent/netns"), "{err}");
+        assert_eq!(err.kind(), NftErrorKind::Other);
     }
 }

@@ -58,13 +58,10 @@ impl NftablesMode<Exec> {
     /// Runs `exec`'s nft, and reads local addresses and cleans UDP conntrack entries in the
     /// same network namespace.
     pub fn with_exec(exec: Exec) -> Self {
-        let netns = exec.netns().map(str::to_owned);
-        let conntrack = match &netns {
-            Some(ns) => ConntrackNetlink::new().in_netns(ns),
-            None => ConntrackNetlink::new(),
-        };
+        let netns = exec.netns().clone();
+        let conntrack = ConntrackNetlink::new().with_netns(netns.clone());
         let addrs: AddrSource = Box::new(move || {
-            kproxy_dataplane::addrs::local_addresses(netns.as_deref()).map_err(|e| e.to_string())
+            kproxy_dataplane::addrs::local_addresses_in(&netns).map_err(|e| e.to_string())
         });
         Self::new(exec, addrs).with_conntrack(ConntrackHygiene::new(conntrack))
     }
