@@ -2,5 +2,6 @@
 
 pub mod addrs;
 pub mod conntrack;
+pub mod iptables;
 pub mod nft;
 pub mod sysctl;
