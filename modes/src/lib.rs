@@ -2,6 +2,7 @@
 //! the one [`Mode`] trait; modes never see Kubernetes objects.
 
 pub mod conntrack;
+pub mod leftovers;
 pub mod model;
 pub mod nftables;
 
