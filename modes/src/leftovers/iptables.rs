@@ -136,7 +136,12 @@ fn remove_from(ipt: &Iptables, out: &mut Leftovers) {
         Ok(tables) => tables,
         Err(e) => return out.failed.push(failed(e)),
     };
-    for saved in &tables {
+    // nat first, then filter, then mangle, whatever order the tool prints them in: the
+    // removals are reported in a stable order.
+    for table in Table::ALL {
+        let Some(saved) = tables.iter().find(|t| t.table() == Some(table)) else {
+            continue;
+        };
         let plan = plan(ipt.backend(), ipt.family(), saved);
         if plan.removed.is_empty() {
             continue;
