@@ -88,7 +88,7 @@ fn run(cli: Cli) -> Result<()> {
                 // A failure is already logged as a warning; upstream goes on too.
                 let _ = kproxy::setup::oom_score_adj(adj, &IntFile::oom_score_adj());
             }
-            clear_other_modes(mode.name(), &settings);
+            clear_node_for(mode.name(), &settings);
             let opts = options::proxy_options(&cfg);
             tracing::info!(node = %opts.node_name, mode = %cfg.proxy_mode(), "starting kproxy");
             let periods = agent::Periods {
@@ -203,20 +203,16 @@ fn cleanup_every_mode(settings: &ModeSettings) -> Result<()> {
     Ok(())
 }
 
-/// Removes what kproxy's other modes left on the node before this one starts. A failure is
-/// logged: the active mode can still run, and `--cleanup` can finish the job.
-fn clear_other_modes(active: &str, settings: &ModeSettings) {
-    for (name, outcome) in registry::clear_other_modes(active, settings) {
-        match outcome {
-            Ok(removed) => {
-                for what in &removed {
-                    tracing::warn!(mode = name, removed = %what, "removed a leftover of another mode");
-                }
-            }
-            Err(e) => {
-                tracing::error!(mode = name, error = %e, "could not remove another mode's objects")
-            }
-        }
+/// Removes what kproxy's other modes and upstream kube-proxy left on the node before this mode
+/// starts (each removal logged). A failure is logged: the active mode can still run, and
+/// `--cleanup` (or kube-proxy's own) can finish the job.
+fn clear_node_for(active: &str, settings: &ModeSettings) {
+    let cleared = registry::clear_node_for(active, settings);
+    for what in &cleared.removed {
+        tracing::warn!(removed = %what, "removed a leftover of an earlier proxy");
+    }
+    for what in &cleared.failed {
+        tracing::error!(error = %what, "could not remove a leftover of an earlier proxy");
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod addrs;
 pub mod conntrack;
+pub mod iptables;
 pub mod netlink;
 pub mod netns;
 pub mod nft;

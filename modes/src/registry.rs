@@ -56,15 +56,42 @@ pub fn cleanup_all(settings: &ModeSettings) -> Vec<(&'static str, Result<Vec<Str
         .collect()
 }
 
-/// Removes the objects of every mode but `active`, before `active` starts: a node that switched
-/// modes must not keep the old mode's rules in front of the new one's.
-pub fn clear_other_modes(
-    active: &str,
-    settings: &ModeSettings,
-) -> Vec<(&'static str, Result<Vec<String>, ModeError>)> {
-    MODES
-        .iter()
-        .filter(|m| m.name != active)
-        .map(|m| (m.name, (m.build)(settings).cleanup()))
-        .collect()
+/// What was cleared from the node before a mode started.
+#[derive(Debug, Default)]
+pub struct Cleared {
+    /// Each removal, as `what (whose)`.
+    pub removed: Vec<String>,
+    /// Each failure; the active mode starts all the same (`--cleanup` can finish the job).
+    pub failed: Vec<String>,
+}
+
+/// Before `active` starts: removes the objects of every other mode of kproxy's, and upstream
+/// kube-proxy's leftovers ([`crate::leftovers`]), so that no stale rule of an earlier proxy
+/// sits in front of the active mode's. Nothing of anyone else's is touched.
+pub fn clear_node_for(active: &str, settings: &ModeSettings) -> Cleared {
+    let mut out = Cleared::default();
+    for m in MODES.iter().filter(|m| m.name != active) {
+        match (m.build)(settings).cleanup() {
+            Ok(removed) => out.removed.extend(
+                removed
+                    .into_iter()
+                    .map(|r| format!("{r} (kproxy {} mode)", m.name)),
+            ),
+            Err(e) => out.failed.push(format!("kproxy {} mode: {e}", m.name)),
+        }
+    }
+    let upstream = crate::leftovers::remove_upstream_leftovers(settings.netns.as_deref());
+    out.removed.extend(
+        upstream
+            .removed
+            .iter()
+            .map(|r| format!("{r} (upstream kube-proxy)")),
+    );
+    out.failed.extend(
+        upstream
+            .failed
+            .iter()
+            .map(|e| format!("upstream kube-proxy: {e}")),
+    );
+    out
 }

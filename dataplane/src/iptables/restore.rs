@@ -1,0 +1,116 @@
+//! Input for `iptables-restore --noflush`, built from tables, chains and rules. `Display`
+//! renders the tool's text: it is what the tool reads, what tests compare and what logs show.
+//!
+//! With `--noflush` a table is changed only where the text says so: a `:CHAIN - [0:0]` line
+//! creates the chain, or empties it if it exists; rules are added with `-A`, removed with `-D`;
+//! `-X` deletes an (empty, unreferenced) chain. Each table's block is one kernel commit.
+
+use std::fmt;
+
+use super::Table;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreInput {
+    blocks: Vec<Block>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Block {
+    table: Table,
+    /// `:CHAIN - [0:0]` lines; the tool wants them before the table's rules.
+    chains: Vec<String>,
+    /// `-A`, `-D` and `-X` lines, in the order given.
+    lines: Vec<String>,
+}
+
+impl RestoreInput {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
+    /// Creates `chain` (user-defined), or empties it if it exists.
+    pub fn declare_chain(&mut self, table: Table, chain: &str) -> &mut Self {
+        self.block(table).chains.push(format!(":{chain} - [0:0]"));
+        self
+    }
+
+    /// Appends a rule: `spec` is what follows `-A CHAIN` (as `iptables-save` prints it).
+    pub fn append(&mut self, table: Table, chain: &str, spec: &str) -> &mut Self {
+        self.line(table, format!("-A {chain} {spec}"))
+    }
+
+    /// Deletes the first rule of `chain` that matches `spec` exactly.
+    pub fn delete(&mut self, table: Table, chain: &str, spec: &str) -> &mut Self {
+        self.line(table, format!("-D {chain} {spec}"))
+    }
+
+    /// Deletes a user-defined chain; it must be empty (or emptied above) and unreferenced.
+    pub fn delete_chain(&mut self, table: Table, chain: &str) -> &mut Self {
+        self.line(table, format!("-X {chain}"))
+    }
+
+    fn line(&mut self, table: Table, line: String) -> &mut Self {
+        self.block(table).lines.push(line);
+        self
+    }
+
+    fn block(&mut self, table: Table) -> &mut Block {
+        let at = match self.blocks.iter().position(|b| b.table == table) {
+            Some(at) => at,
+            None => {
+                self.blocks.push(Block {
+                    table,
+                    chains: Vec::new(),
+                    lines: Vec::new(),
+                });
+                self.blocks.len() - 1
+            }
+        };
+        &mut self.blocks[at]
+    }
+}
+
+impl fmt::Display for RestoreInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for block in &self.blocks {
+            writeln!(f, "*{}", block.table)?;
+            for line in block.chains.iter().chain(&block.lines) {
+                writeln!(f, "{line}")?;
+            }
+            writeln!(f, "COMMIT")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_table_is_one_block_with_its_chains_first() {
+        let mut input = RestoreInput::new();
+        input
+            .delete(Table::Nat, "PREROUTING", "-j KUBE-SERVICES")
+            .declare_chain(Table::Nat, "KUBE-SERVICES")
+            .delete_chain(Table::Nat, "KUBE-SERVICES")
+            .declare_chain(Table::Filter, "X")
+            .append(Table::Filter, "X", "-j ACCEPT")
+            .declare_chain(Table::Nat, "KUBE-SVC-A");
+        assert_eq!(
+            input.to_string(),
+            "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-A - [0:0]\n-D PREROUTING -j KUBE-SERVICES\n\
+             -X KUBE-SERVICES\nCOMMIT\n*filter\n:X - [0:0]\n-A X -j ACCEPT\nCOMMIT\n"
+        );
+    }
+
+    #[test]
+    fn nothing_to_do_renders_nothing() {
+        assert!(RestoreInput::new().is_empty());
+        assert_eq!(RestoreInput::new().to_string(), "");
+    }
+}
