@@ -51,7 +51,7 @@ impl Drop for Netns {
 }
 
 /// A running kproxy agent, killed on drop.
-pub struct Agent(Child);
+pub struct Agent(Child, Vec<String>);
 
 impl Agent {
     /// Starts `args` in the namespace and waits (30 s deadline) for its first sync.
@@ -64,7 +64,7 @@ impl Agent {
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
-        let agent = Agent(child);
+        let mut agent = Agent(child, Vec::new());
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -75,10 +75,17 @@ impl Agent {
             let line = rx
                 .recv_timeout(Duration::from_secs(30))
                 .expect("kproxy syncs within 30 s");
-            if line.contains("initial sync complete") {
+            let done = line.contains("initial sync complete");
+            agent.1.push(line);
+            if done {
                 return agent;
             }
         }
+    }
+
+    /// What the agent logged up to its first sync.
+    pub fn log(&self) -> String {
+        self.1.join("\n")
     }
 }
 
