@@ -71,7 +71,7 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("kproxy: wrote configuration to {}", path.display());
                 return Ok(());
             }
-            let settings = ModeSettings::default();
+            let settings = options::mode_settings(&cfg);
             if cli.flags.cleanup.unwrap_or(false) {
                 return cleanup_every_mode(&settings);
             }

@@ -1,5 +1,7 @@
 //! From the resolved KubeProxyConfiguration to the options the compute reads.
 
+use kproxy_modes::registry::{IptablesSettings, IpvsSettings, ModeSettings};
+
 use crate::{
     config::{KubeProxyConfiguration, LocalMode},
     desired::{DetectLocal, ProxyOptions},
@@ -13,6 +15,30 @@ pub fn node_name(cfg: &KubeProxyConfiguration) -> String {
         cfg.hostname_override.clone()
     };
     name.trim().to_lowercase()
+}
+
+/// What the configured modes' constructors read: each mode's own settings.
+pub fn mode_settings(cfg: &KubeProxyConfiguration) -> ModeSettings {
+    let ipvs = &cfg.ipvs;
+    ModeSettings {
+        netns: None,
+        iptables: IptablesSettings {
+            localhost_node_ports: cfg.iptables.localhost_node_ports.unwrap_or(true),
+        },
+        ipvs: IpvsSettings {
+            scheduler: ipvs.scheduler.clone(),
+            strict_arp: ipvs.strict_arp,
+            // Validated when the configuration was read: a bad CIDR never gets here.
+            exclude_cidrs: ipvs
+                .exclude_cidrs
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect(),
+            tcp_timeout: ipvs.tcp_timeout.0,
+            tcp_fin_timeout: ipvs.tcp_fin_timeout.0,
+            udp_timeout: ipvs.udp_timeout.0,
+        },
+    }
 }
 
 pub fn proxy_options(cfg: &KubeProxyConfiguration) -> ProxyOptions {

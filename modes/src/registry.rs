@@ -4,13 +4,36 @@
 
 use crate::{Mode, ModeError, nftables};
 
-/// Settings every mode's constructor gets. Mode-only settings (e.g. an IPVS scheduler) belong in
-/// a field of their own here, read by that mode alone, never in the shared node settings.
+/// Settings every mode's constructor gets. Mode-only settings belong in a field of their own
+/// here, read by that mode alone, never in the shared node settings of the desired state.
 #[derive(Clone, Debug, Default)]
 pub struct ModeSettings {
     /// Program the kernel of this named network namespace (`/run/netns/NAME`) instead of the
     /// caller's: tests, the test bed, `kproxy debug dump` in a namespace.
     pub netns: Option<String>,
+    pub iptables: IptablesSettings,
+    pub ipvs: IpvsSettings,
+}
+
+/// iptables mode's own settings (`iptables.*` of the configuration).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IptablesSettings {
+    /// NodePorts answer on 127.0.0.1 too (IPv4 only; `route_localnet`).
+    pub localhost_node_ports: bool,
+}
+
+/// ipvs mode's own settings (`ipvs.*` of the configuration).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IpvsSettings {
+    /// The IPVS scheduler (`rr` when empty).
+    pub scheduler: String,
+    pub strict_arp: bool,
+    /// Virtual servers inside these are someone else's: never touched.
+    pub exclude_cidrs: Vec<ipnet::IpNet>,
+    /// IPVS connection timeouts; zero leaves the kernel's value.
+    pub tcp_timeout: std::time::Duration,
+    pub tcp_fin_timeout: std::time::Duration,
+    pub udp_timeout: std::time::Duration,
 }
 
 /// One mode of this build.
