@@ -39,9 +39,13 @@ impl Ruleset {
                 kind,
                 spec,
             } => self.table(&table)?.add_set(set, kind, spec),
-            // nft's `flush set` empties a map as well; kproxy only emits the `set` form.
+            // nft 1.0.6 refuses `flush set` on a map (ENOENT); `flush map` is another form.
             Statement::FlushSet { table, set } => {
-                self.table(&table)?.set(&set)?.elements.clear();
+                let s = self.table(&table)?.set(&set)?;
+                if s.kind != SetKind::Set {
+                    return reject(Errno::NoEnt, format!("set {set} (a map)"));
+                }
+                s.elements.clear();
                 Ok(())
             }
             Statement::DeleteSet { table, set, kind } => self.table(&table)?.delete_set(&set, kind),
@@ -79,10 +83,13 @@ impl Table {
         }
     }
 
-    /// `add` of an existing chain is a no-op unless it asks for another hook.
+    /// `add` of an existing chain is a no-op (also without a hook on a base chain), unless it
+    /// asks for another hook: EOPNOTSUPP, as the kernel.
     fn add_chain(&mut self, name: String, base: Option<String>) -> Result<(), Rejection> {
         match self.chains.get(&name) {
-            Some(c) if c.base != base => reject(Errno::Exist, format!("chain {name}: other hook")),
+            Some(c) if base.is_some() && c.base != base => {
+                reject(Errno::NotSupp, format!("chain {name}: other hook"))
+            }
             Some(_) => Ok(()),
             None => {
                 self.chains.insert(
@@ -97,12 +104,10 @@ impl Table {
         }
     }
 
-    /// The kernel refuses to delete a chain that has rules or that a rule or a verdict map
-    /// element still jumps to (EBUSY).
+    /// The kernel deletes a chain with its rules, but refuses (EBUSY) while a rule of another
+    /// chain or a verdict map element still jumps to it.
     fn delete_chain(&mut self, name: &str) -> Result<(), Rejection> {
-        if !self.chain(name)?.rules.is_empty() {
-            return reject(Errno::Busy, format!("chain {name} is not empty"));
-        }
+        self.chain(name)?;
         if let Some(by) = self.chain_user(name) {
             return reject(Errno::Busy, format!("chain {name} is used by {by}"));
         }
@@ -112,7 +117,8 @@ impl Table {
 
     /// Who still refers to chain `name`, if anyone.
     fn chain_user(&self, name: &str) -> Option<String> {
-        let by_rule = self.chains.iter().find_map(|(c, chain)| {
+        let mut others = self.chains.iter().filter(|(c, _)| *c != name);
+        let by_rule = others.find_map(|(c, chain)| {
             let uses = |r: &String| rule_refs(r).contains(&Ref::Chain(name));
             chain.rules.iter().any(uses).then(|| format!("chain {c}"))
         });
@@ -129,9 +135,7 @@ impl Table {
         self.chain(chain)?;
         for r in rule_refs(&rule) {
             match r {
-                Ref::Chain(c) if !self.chains.contains_key(c) => {
-                    return reject(Errno::NoEnt, format!("chain {c} (in a rule of {chain})"));
-                }
+                Ref::Chain(c) => self.jump_target(c, chain)?,
                 Ref::Set(s) if !self.sets.contains_key(s) => {
                     return reject(Errno::NoEnt, format!("set {s} (in a rule of {chain})"));
                 }
@@ -140,6 +144,18 @@ impl Table {
         }
         self.chain(chain)?.rules.push(rule);
         Ok(())
+    }
+
+    /// A `jump`/`goto` in `from` may only name an existing (ENOENT) regular (EOPNOTSUPP) chain.
+    fn jump_target(&self, target: &str, from: &str) -> Result<(), Rejection> {
+        match self.chains.get(target) {
+            None => reject(Errno::NoEnt, format!("chain {target} (named in {from})")),
+            Some(c) if c.base.is_some() => reject(
+                Errno::NotSupp,
+                format!("jump to base chain {target} (in {from})"),
+            ),
+            Some(_) => Ok(()),
+        }
     }
 
     /// `add` of an existing set is a no-op if it is the same set (its comment aside), and
@@ -188,10 +204,8 @@ impl Table {
         self.set(set)?;
         for elem in elements {
             let (key, value) = split_element(elem);
-            if let Some(c) = value.and_then(verdict_target)
-                && !self.chains.contains_key(c)
-            {
-                return reject(Errno::NoEnt, format!("chain {c} (in map {set})"));
+            if let Some(c) = value.and_then(verdict_target) {
+                self.jump_target(c, set)?;
             }
             let s = self.set(set)?;
             s.shape.check(key, value)?;

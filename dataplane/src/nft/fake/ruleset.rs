@@ -13,6 +13,7 @@ pub(super) enum Errno {
     Exist,
     Busy,
     Inval,
+    NotSupp,
 }
 
 impl Errno {
@@ -22,6 +23,7 @@ impl Errno {
             Errno::Exist => "File exists",
             Errno::Busy => "Device or resource busy",
             Errno::Inval => "Invalid argument",
+            Errno::NotSupp => "Operation not supported",
         }
     }
 }
