@@ -181,11 +181,10 @@ impl Table {
         Ok(())
     }
 
-    /// EBUSY while a rule still names it.
+    /// EBUSY while a rule still names it; then ENOENT if it is of the other kind (in that order,
+    /// as the kernel checks).
     fn delete_set(&mut self, name: &str, kind: SetKind) -> Result<(), Rejection> {
-        if self.set(name)?.kind != kind {
-            return reject(Errno::NoEnt, format!("{} {name}", kind.word()));
-        }
+        let actual = self.set(name)?.kind;
         let used = self.chains.iter().find(|(_, c)| {
             c.rules
                 .iter()
@@ -193,6 +192,9 @@ impl Table {
         });
         if let Some((c, _)) = used {
             return reject(Errno::Busy, format!("set {name} is used by chain {c}"));
+        }
+        if actual != kind {
+            return reject(Errno::NoEnt, format!("{} {name}", kind.word()));
         }
         self.sets.remove(name);
         Ok(())
