@@ -30,6 +30,7 @@ fn base() -> NftTransaction {
     let spec = "type ipv4_addr . inet_proto . inet_service : verdict;";
     tx.add_map(F, T, "m", spec);
     tx.add_set(F, T, "s", "type ipv4_addr;");
+    tx.add_set(F, T, "unused", "type ipv4_addr;");
     tx.add_rule(F, T, "a", "ip daddr . meta l4proto . th dport vmap @m");
     tx.add_rule(F, T, "a", "ip daddr @s jump b");
     tx.add_rule(F, T, "b", "accept");
@@ -64,10 +65,7 @@ fn probes() -> Vec<NftTransaction> {
         probe(|tx| tx.delete_set(F, T, "s")),
         probe(|tx| tx.delete_map(F, T, "m")),
         probe(|tx| tx.delete_map(F, T, "s")),
-        probe(|tx| {
-            tx.add_set(F, T, "unused", "type ipv4_addr;");
-            tx.delete_map(F, T, "unused");
-        }),
+        probe(|tx| tx.delete_map(F, T, "unused")),
         probe(|tx| tx.flush_set(F, T, "m")),
         probe(|tx| tx.flush_set(F, T, "s")),
         probe(|tx| tx.flush_set(F, T, "nope")),

@@ -48,7 +48,7 @@ impl Ruleset {
                 s.elements.clear();
                 Ok(())
             }
-            Statement::DeleteSet { table, set, kind } => self.table(&table)?.delete_set(&set, kind),
+            Statement::DeleteSet { table, set } => self.table(&table)?.delete_set(&set),
             Statement::AddElements {
                 table,
                 set,
@@ -181,10 +181,10 @@ impl Table {
         Ok(())
     }
 
-    /// EBUSY while a rule still names it; then ENOENT if it is of the other kind (in that order,
-    /// as the kernel checks).
-    fn delete_set(&mut self, name: &str, kind: SetKind) -> Result<(), Rejection> {
-        let actual = self.set(name)?.kind;
+    /// EBUSY while a rule still names it. `delete set` and `delete map` go by name alone: nft
+    /// deletes a map named with `delete set` and the other way round (checked).
+    fn delete_set(&mut self, name: &str) -> Result<(), Rejection> {
+        self.set(name)?;
         let used = self.chains.iter().find(|(_, c)| {
             c.rules
                 .iter()
@@ -192,9 +192,6 @@ impl Table {
         });
         if let Some((c, _)) = used {
             return reject(Errno::Busy, format!("set {name} is used by chain {c}"));
-        }
-        if actual != kind {
-            return reject(Errno::NoEnt, format!("{} {name}", kind.word()));
         }
         self.sets.remove(name);
         Ok(())

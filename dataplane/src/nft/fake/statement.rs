@@ -62,10 +62,10 @@ pub(super) enum Statement {
         table: TableId,
         set: String,
     },
+    /// `delete set` or `delete map`: the same to nft.
     DeleteSet {
         table: TableId,
         set: String,
-        kind: SetKind,
     },
     /// Elements as written: `key` or `key : value`.
     AddElements {
@@ -147,14 +147,7 @@ fn parse_in_table(
             spec: braced(rest)?,
         },
         ("flush", "set") => no_rest(rest, Statement::FlushSet { table, set: name })?,
-        ("delete", "set" | "map") => no_rest(
-            rest,
-            Statement::DeleteSet {
-                table,
-                set: name,
-                kind: kind(object),
-            },
-        )?,
+        ("delete", "set" | "map") => no_rest(rest, Statement::DeleteSet { table, set: name })?,
         ("add", "element") => Statement::AddElements {
             table,
             set: name,
