@@ -5,9 +5,11 @@
 //! compare and what debug output shows.
 
 mod exec;
+mod fake;
 mod listing;
 mod transaction;
 
 pub use exec::{Exec, NftClient, NftError, NftErrorKind};
+pub use fake::FakeNft;
 pub use listing::{Difference, TableListing};
 pub use transaction::{BaseChain, ChainType, Family, Hook, NftTransaction};
