@@ -128,7 +128,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_record_names_this_namespace_and_reads_back() {
+    fn a_record_reads_back_and_only_a_live_kproxy_counts() {
         let record = AgentRecord {
             pid: std::process::id(),
             proxy_mode: "nftables".into(),
