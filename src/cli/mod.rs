@@ -36,9 +36,10 @@ pub enum DebugCommand {
     /// Print the desired state kproxy would program from manifests; with --kernel, compare it
     /// with what the kernel holds.
     ///
-    /// Without --config and --manifests, the running agent's configuration, proxy mode and
-    /// manifests are used (read from its record, $KPROXY_RUNTIME_DIR or /run/kproxy,
-    /// agent-<netns inode>.json); flags given explicitly win.
+    /// Without --config, the running agent's configuration (and so its proxy mode) is used as if
+    /// given with --config; without --manifests, the agent's manifests. Both come from the record
+    /// the agent in this network namespace writes ($KPROXY_RUNTIME_DIR or /run/kproxy,
+    /// agent-<netns inode>.json); flags given explicitly win. See docs/debug.md.
     ///
     /// Exit status: 0 when done (and, with --kernel, the kernel matches), 3 with --kernel when
     /// the kernel differs from the desired state, 1 on errors.
