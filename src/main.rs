@@ -1,6 +1,11 @@
 //! The `kproxy` binary: flags and config at the edge, then the agent or a debug command.
 
-use std::{io::Write, path::Path, sync::Arc};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -8,7 +13,7 @@ use kproxy::{
     agent,
     cli::{Cli, Command, DebugCommand, DumpArgs, OutputFormat, ProxyFlags},
     config::KubeProxyConfiguration,
-    debug,
+    debug::{self, kernel, record},
     events::{self, EventSink, KubeSink, LogSink, ProxyEvent},
     health::{self, ProxyHealth, WallClock, service::ServiceHealthServer},
     metrics::{Metrics, MetricsServer, run_metrics_server},
@@ -35,11 +40,14 @@ use tokio::task::JoinSet;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-fn main() {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
-        eprintln!("kproxy: {e:#}");
-        std::process::exit(1);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kproxy: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -57,7 +65,7 @@ fn init_logging(flags: &ProxyFlags) {
         .init();
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Some(Command::Debug(DebugCommand::Dump(args))) => {
             init_logging(&args.flags);
@@ -65,81 +73,91 @@ fn run(cli: Cli) -> Result<()> {
         }
         None => {
             init_logging(&cli.flags);
-            let cfg = kproxy::cli::resolve_config(&cli.flags).context("invalid configuration")?;
-            if let Some(path) = &cli.flags.write_config_to {
-                kproxy::cli::write_config_to(&cfg, path)?;
-                eprintln!("kproxy: wrote configuration to {}", path.display());
-                return Ok(());
-            }
-            let settings = options::mode_settings(&cfg);
-            if cli.flags.cleanup.unwrap_or(false) {
-                return cleanup_every_mode(&settings);
-            }
-            // The mode is chosen before anything on the node changes: an unavailable one is
-            // refused with the node as it was.
-            let mode = registry::build(&cfg.proxy_mode().to_string(), &settings)?;
-            // Upstream's order: conntrack set-up before the proxier; --init-only stops after it.
-            kproxy::setup::conntrack(&cfg).context("conntrack set-up")?;
-            if cli.flags.init_only.unwrap_or(false) {
-                tracing::info!("node set-up done (--init-only): exiting");
-                return Ok(());
-            }
-            if let Some(adj) = cfg.oom_score_adj {
-                // A failure is already logged as a warning; upstream goes on too.
-                let _ = kproxy::setup::oom_score_adj(adj, &IntFile::oom_score_adj());
-            }
-            clear_node_for(mode.name(), &settings);
-            let opts = options::proxy_options(&cfg);
-            tracing::info!(node = %opts.node_name, mode = %cfg.proxy_mode(), "starting kproxy");
-            let periods = agent::Periods {
-                sync: cfg.effective_sync_period(),
-                min_sync: cfg.effective_min_sync_period(),
-            };
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async move {
-                let (tx, rx) = tokio::sync::mpsc::channel(64);
-                let node = opts.node_name.clone();
-                let (source, sink): (_, Arc<dyn EventSink>) = match cli.flags.manifests.clone() {
-                    Some(manifests) => {
-                        tracing::info!(manifests = %manifests.display(), "reading objects from manifests");
-                        let source = tokio::spawn(async move {
-                            if let Err(e) = manifest::watch(manifests, tx).await {
-                                tracing::error!(error = %e, "the manifest source stopped");
-                            }
-                        });
-                        (source, Arc::new(LogSink))
-                    }
-                    None => {
-                        let settings = ClientSettings::new(&cfg, cli.flags.master.as_deref());
-                        let client = build_client(&settings)
-                            .await
-                            .context("Kubernetes API client")?;
-                        let sink = KubeSink::spawn(client.clone(), &node);
-                        // Upstream records this once the proxier is built, before serving.
-                        sink.publish(ProxyEvent::starting(&node));
-                        (tokio::spawn(api::watch_all(client, node, tx)), Arc::new(sink))
-                    }
-                };
-                let (observer, mut servers) = observability(&cfg, &opts.node_name, periods, sink);
-                let agent = agent::run_observed(
-                    Tracker::new(opts),
-                    rx,
-                    mode,
-                    periods,
-                    shutdown_signal(),
-                    observer,
-                );
-                // A server ends only when it cannot bind and bindAddressHardFail is set: then
-                // kproxy exits, as upstream does.
-                let result = tokio::select! {
-                    _ = agent => Ok(()),
-                    Some(Ok(Err(e))) = servers.join_next() => Err(e).context("bindAddressHardFail"),
-                };
-                source.abort();
-                result
-            })
+            agent_main(cli).map(|()| ExitCode::SUCCESS)
         }
     }
+}
+
+/// The agent: node set-up, then the source, the tracker and the mode until a signal.
+fn agent_main(cli: Cli) -> Result<()> {
+    let cfg = kproxy::cli::resolve_config(&cli.flags).context("invalid configuration")?;
+    if let Some(path) = &cli.flags.write_config_to {
+        kproxy::cli::write_config_to(&cfg, path)?;
+        eprintln!("kproxy: wrote configuration to {}", path.display());
+        return Ok(());
+    }
+    let settings = options::mode_settings(&cfg);
+    if cli.flags.cleanup.unwrap_or(false) {
+        return cleanup_every_mode(&settings);
+    }
+    // The mode is chosen before anything on the node changes: an unavailable one is
+    // refused with the node as it was.
+    let mode = registry::build(&cfg.proxy_mode().to_string(), &settings)?;
+    // Upstream's order: conntrack set-up before the proxier; --init-only stops after it.
+    kproxy::setup::conntrack(&cfg).context("conntrack set-up")?;
+    if cli.flags.init_only.unwrap_or(false) {
+        tracing::info!("node set-up done (--init-only): exiting");
+        return Ok(());
+    }
+    if let Some(adj) = cfg.oom_score_adj {
+        // A failure is already logged as a warning; upstream goes on too.
+        let _ = kproxy::setup::oom_score_adj(adj, &IntFile::oom_score_adj());
+    }
+    clear_node_for(mode.name(), &settings);
+    let opts = options::proxy_options(&cfg);
+    tracing::info!(node = %opts.node_name, mode = %cfg.proxy_mode(), "starting kproxy");
+    let periods = agent::Periods {
+        sync: cfg.effective_sync_period(),
+        min_sync: cfg.effective_min_sync_period(),
+    };
+    // Removed again when this returns: the record says an agent runs here.
+    let _record = publish_record(&cfg, cli.flags.manifests.as_deref());
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let node = opts.node_name.clone();
+        let (source, sink): (_, Arc<dyn EventSink>) = match cli.flags.manifests.clone() {
+            Some(manifests) => {
+                tracing::info!(manifests = %manifests.display(), "reading objects from manifests");
+                let source = tokio::spawn(async move {
+                    if let Err(e) = manifest::watch(manifests, tx).await {
+                        tracing::error!(error = %e, "the manifest source stopped");
+                    }
+                });
+                (source, Arc::new(LogSink))
+            }
+            None => {
+                let settings = ClientSettings::new(&cfg, cli.flags.master.as_deref());
+                let client = build_client(&settings)
+                    .await
+                    .context("Kubernetes API client")?;
+                let sink = KubeSink::spawn(client.clone(), &node);
+                // Upstream records this once the proxier is built, before serving.
+                sink.publish(ProxyEvent::starting(&node));
+                (
+                    tokio::spawn(api::watch_all(client, node, tx)),
+                    Arc::new(sink),
+                )
+            }
+        };
+        let (observer, mut servers) = observability(&cfg, &opts.node_name, periods, sink);
+        let agent = agent::run_observed(
+            Tracker::new(opts),
+            rx,
+            mode,
+            periods,
+            shutdown_signal(),
+            observer,
+        );
+        // A server ends only when it cannot bind and bindAddressHardFail is set: then
+        // kproxy exits, as upstream does.
+        let result = tokio::select! {
+            _ = agent => Ok(()),
+            Some(Ok(Err(e))) = servers.join_next() => Err(e).context("bindAddressHardFail"),
+        };
+        source.abort();
+        result
+    })
 }
 
 /// Proxy health, metrics and Service health checks, and the tasks serving the first two.
@@ -225,15 +243,54 @@ async fn shutdown_signal() {
     }
 }
 
-/// Builds the desired state from `--manifests` the way the agent would.
-fn desired_from_manifests(flags: &ProxyFlags) -> Result<DesiredState> {
-    let cfg = kproxy::cli::resolve_config(flags).context("invalid configuration")?;
-    let path = flags
-        .manifests
-        .as_deref()
-        .context("debug dump needs --manifests PATH (a directory or file of manifests)")?;
-    let opts = options::proxy_options(&cfg);
-    let loaded = manifest::load(Path::new(path))?;
+/// Writes the record `debug dump` reads; a failure only costs the operator repeating flags.
+fn publish_record(
+    cfg: &KubeProxyConfiguration,
+    manifests: Option<&Path>,
+) -> Option<record::Published> {
+    let rec = record::AgentRecord::of_this_process(cfg, manifests);
+    match record::publish(&rec) {
+        Ok(published) => Some(published),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not write the agent record: debug dump will need this agent's flags");
+            None
+        }
+    }
+}
+
+/// The configuration and manifests `debug dump` works from: the flags', and for what they do
+/// not give, the running agent's.
+fn dump_inputs(flags: &ProxyFlags) -> Result<(KubeProxyConfiguration, PathBuf)> {
+    let agent = match (&flags.config, &flags.manifests) {
+        (Some(_), Some(_)) => None,
+        _ => record::running_agent()?,
+    };
+    let cfg = match (&flags.config, &agent) {
+        (None, Some(a)) => {
+            tracing::info!(pid = a.pid, mode = %a.proxy_mode, "using the running agent's configuration");
+            kproxy::cli::resolve_config_text(flags, &a.config)
+        }
+        _ => kproxy::cli::resolve_config(flags),
+    }
+    .context("invalid configuration")?;
+    let manifests = match (&flags.manifests, &agent) {
+        (Some(path), _) => path.clone(),
+        (None, Some(a)) => a.manifests.clone().with_context(|| format!(
+            "the kproxy agent running here (pid {}) reads the API server; debug dump reads manifests only: pass --manifests PATH",
+            a.pid
+        ))?,
+        (None, None) => anyhow::bail!(
+            "debug dump needs --manifests PATH (a directory or file of manifests), or a kproxy agent running with --manifests in this network namespace (none found: no live record at {})",
+            record::path().map_or_else(|e| e.to_string(), |p| p.display().to_string())
+        ),
+    };
+    Ok((cfg, manifests))
+}
+
+/// Builds the desired state from the manifests at `path` the way the agent would.
+fn desired_from_manifests(cfg: &KubeProxyConfiguration, path: &Path) -> Result<DesiredState> {
+    let opts = options::proxy_options(cfg);
+    let loaded = manifest::load(path)?;
     if !loaded
         .nodes
         .iter()
@@ -251,26 +308,34 @@ fn desired_from_manifests(flags: &ProxyFlags) -> Result<DesiredState> {
     Ok(state.clone())
 }
 
-fn dump(args: &DumpArgs) -> Result<()> {
-    let state = desired_from_manifests(&args.flags)?;
-    let kernel = match args.kernel {
-        true => Some(debug::kernel::inspect(&state).context("reading the kernel's tables")?),
+/// `debug dump`; with `--kernel`, the kernel is read through the configured mode and a
+/// difference exits with [`kernel::EXIT_DIFFERENCES`].
+fn dump(args: &DumpArgs) -> Result<ExitCode> {
+    let (cfg, manifests) = dump_inputs(&args.flags)?;
+    let state = desired_from_manifests(&cfg, &manifests)?;
+    let report = match args.kernel {
+        true => Some(kernel::inspect(
+            &cfg.proxy_mode().to_string(),
+            &options::mode_settings(&cfg),
+            &state,
+        )?),
         false => None,
     };
-    let text = match (args.output, &kernel) {
+    let with_kernel =
+        |r: &kernel::Report| serde_json::json!({"desired": state, "kernel": kernel::json(r)});
+    let text = match (args.output, &report) {
         (OutputFormat::Table, None) => debug::dump::table(&state),
-        (OutputFormat::Table, Some(views)) => {
-            debug::dump::table(&state) + &debug::kernel::table(&state, views)
-        }
+        (OutputFormat::Table, Some(r)) => debug::dump::table(&state) + &kernel::table(&state, r),
         (OutputFormat::Json, None) => serde_json::to_string_pretty(&state)? + "\n",
-        (OutputFormat::Json, Some(views)) => {
-            serde_json::to_string_pretty(&serde_json::json!({
-                "desired": state,
-                "kernel": debug::kernel::json(views),
-            }))? + "\n"
+        (OutputFormat::Json, Some(r)) => serde_json::to_string_pretty(&with_kernel(r))? + "\n",
+        (OutputFormat::Yaml, None) => serde_saphyr::to_string(&state).context("yaml output")?,
+        (OutputFormat::Yaml, Some(r)) => {
+            serde_saphyr::to_string(&with_kernel(r)).context("yaml output")?
         }
-        (OutputFormat::Yaml, _) => serde_saphyr::to_string(&state).context("yaml output")?,
     };
     std::io::stdout().write_all(text.as_bytes())?;
-    Ok(())
+    Ok(match report {
+        Some(r) if !r.matches() => ExitCode::from(kernel::EXIT_DIFFERENCES),
+        _ => ExitCode::SUCCESS,
+    })
 }

@@ -17,14 +17,33 @@ use crate::config::{ConfigError, FieldError, KubeProxyConfiguration, ProxyMode};
 /// Platform defaults (mode, nftables' nodePortAddresses, detectLocalMode) come after the merge,
 /// then validation.
 pub fn resolve_config(flags: &ProxyFlags) -> Result<KubeProxyConfiguration, ConfigError> {
-    let mut cfg = match &flags.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = match &flags.config {
+        Some(path) => Some(
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.clone(),
                 source,
-            })?;
-            KubeProxyConfiguration::from_yaml_str(&text)?
-        }
+            })?,
+        ),
+        None => None,
+    };
+    resolve(flags, text.as_deref())
+}
+
+/// [`resolve_config`] with `text` standing for the `--config` file: `debug dump` with the
+/// running agent's effective configuration, the flags applying over it as over `--config`.
+pub fn resolve_config_text(
+    flags: &ProxyFlags,
+    text: &str,
+) -> Result<KubeProxyConfiguration, ConfigError> {
+    resolve(flags, Some(text))
+}
+
+fn resolve(
+    flags: &ProxyFlags,
+    config: Option<&str>,
+) -> Result<KubeProxyConfiguration, ConfigError> {
+    let mut cfg = match config {
+        Some(text) => KubeProxyConfiguration::from_yaml_str(text)?,
         None => {
             let mut cfg = KubeProxyConfiguration::scheme_defaults();
             apply_flags(&mut cfg, flags);

@@ -33,7 +33,16 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum DebugCommand {
-    /// Print the desired state kproxy would program, without touching the kernel.
+    /// Print the desired state kproxy would program from manifests; with --kernel, compare it
+    /// with what the kernel holds.
+    ///
+    /// Without --config, the running agent's configuration (and so its proxy mode) is used as if
+    /// given with --config; without --manifests, the agent's manifests. Both come from the record
+    /// the agent in this network namespace writes ($KPROXY_RUNTIME_DIR or /run/kproxy,
+    /// agent-<netns inode>.json); flags given explicitly win. See docs/debug.md.
+    ///
+    /// Exit status: 0 when done (and, with --kernel, the kernel matches), 3 with --kernel when
+    /// the kernel differs from the desired state, 1 on errors.
     #[command(args_override_self = true)]
     Dump(DumpArgs),
 }
@@ -44,8 +53,9 @@ pub struct DumpArgs {
     pub flags: ProxyFlags,
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
-    /// Also show what kproxy's nftables tables in this network namespace hold per Service port,
-    /// and every difference from the desired state (needs root).
+    /// Also show what the proxy mode has programmed in this network namespace per Service port
+    /// (each VIP and NodePort and the endpoints it leads to), and every difference from the
+    /// desired state; exits 3 when there is one (needs root).
     #[arg(long)]
     pub kernel: bool,
 }
@@ -234,4 +244,4 @@ fn parse_feature_gates(s: &str) -> Result<BTreeMap<String, bool>, String> {
 }
 
 mod merge;
-pub use merge::{resolve_config, write_config_to};
+pub use merge::{resolve_config, resolve_config_text, write_config_to};

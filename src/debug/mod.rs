@@ -2,3 +2,4 @@
 
 pub mod dump;
 pub mod kernel;
+pub mod record;

@@ -4,6 +4,7 @@
 
 pub mod names;
 pub mod render;
+pub mod view;
 
 use std::net::IpAddr;
 
@@ -194,6 +195,10 @@ impl<C: NftClient + Send> Mode for NftablesMode<C> {
         }
         self.clean_conntrack(desired, changes, full);
         Ok(stats(desired, full))
+    }
+
+    fn kernel_view(&self) -> Result<crate::view::KernelView, ModeError> {
+        view::read(&self.client)
     }
 
     fn cleanup(&mut self) -> Result<Vec<String>, ModeError> {
