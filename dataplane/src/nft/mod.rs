@@ -6,8 +6,10 @@
 
 mod exec;
 mod listing;
+pub mod monitor;
 mod transaction;
+pub mod wire;
 
-pub use exec::{Exec, NftClient, NftError, NftErrorKind};
+pub use exec::{Exec, NftClient, NftError, NftErrorKind, SpawnLog};
 pub use listing::{Difference, TableListing};
 pub use transaction::{BaseChain, ChainType, Family, Hook, NftTransaction};
