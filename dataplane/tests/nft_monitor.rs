@@ -5,7 +5,7 @@ use std::{
     path::PathBuf,
     process::Command,
     sync::mpsc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use kproxy_dataplane::nft::{
@@ -62,7 +62,12 @@ fn table(tx: &mut NftTransaction) {
         "service-ips",
         "type ipv4_addr . inet_proto . inet_service : verdict;",
     );
-    tx.add_elements(f, t, "service-ips", &["10.0.0.1 . tcp . 80 : goto services"]);
+    tx.add_elements(
+        f,
+        t,
+        "service-ips",
+        &["10.0.0.1 . tcp . 80 : goto services"],
+    );
 }
 
 /// Waits (deadline) for the next notification, then drains the findings.
@@ -150,18 +155,27 @@ fn foreign_changes_to_our_table_are_found_and_our_own_are_not() {
 }
 
 #[test]
+// The kernel's real time is measured here; this crate has no tokio to pause time with.
+#[allow(clippy::disallowed_types)]
 fn rules_are_counted_per_chain_without_reading_big_maps() {
     let Some(ns) = Ns::new("c") else { return };
     let exec = Exec::new().in_netns(&ns.0);
     let mut t = NftTransaction::new();
     table(&mut t);
     let elems: Vec<String> = (0..50_000u32)
-        .map(|i| format!("10.{}.{}.{} . tcp . 80 : goto services", i >> 16, (i >> 8) & 255, i & 255))
+        .map(|i| {
+            format!(
+                "10.{}.{}.{} . tcp . 80 : goto services",
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255
+            )
+        })
         .collect();
     t.add_elements(Family::Ip, "kproxy", "service-ips", &elems);
     exec.run(&t).unwrap();
     let mut counter = RuleCounter::open(Some(&ns.path())).unwrap();
-    let started = Instant::now();
+    let started = std::time::Instant::now();
     assert_eq!(counter.count(2, "kproxy", "services").unwrap(), 2);
     let took = started.elapsed();
     eprintln!("one chain of a 50k-element table counted in {took:?}");

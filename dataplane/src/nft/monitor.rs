@@ -61,10 +61,7 @@ pub enum MonitorError {
     #[error("nf_tables netlink {op}: {source}")]
     Netlink { op: &'static str, source: io::Error },
     #[error("nf_tables netlink {op}: {source}")]
-    Wire {
-        op: &'static str,
-        source: WireError,
-    },
+    Wire { op: &'static str, source: WireError },
 }
 
 fn netlink(op: &'static str) -> impl Fn(io::Error) -> MonitorError {

@@ -87,13 +87,26 @@ pub struct Generation {
 pub enum Message {
     /// `portid` is the sender's netlink port id: its pid (in its own pid namespace) for the
     /// first socket of a process, which is what `nft` binds.
-    Change { change: Change, portid: u32 },
-    Generation { generation: Generation, portid: u32 },
+    Change {
+        change: Change,
+        portid: u32,
+    },
+    Generation {
+        generation: Generation,
+        portid: u32,
+    },
     /// A rule in a dump (`NFT_MSG_NEWRULE` answering a request with sequence `seq`).
-    DumpedRule { seq: u32 },
-    Done { seq: u32 },
+    DumpedRule {
+        seq: u32,
+    },
+    Done {
+        seq: u32,
+    },
     /// An error (negative errno) or, when 0, an acknowledgement.
-    Error { seq: u32, errno: i32 },
+    Error {
+        seq: u32,
+        errno: i32,
+    },
     Other,
 }
 
