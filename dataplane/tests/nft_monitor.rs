@@ -1,12 +1,7 @@
 //! `Monitor` and `RuleCounter` against the real kernel, in a throwaway network namespace.
 //! Needs root (skipped otherwise), `ip` and `nft`.
 
-use std::{
-    path::PathBuf,
-    process::Command,
-    sync::mpsc,
-    time::Duration,
-};
+use std::{path::PathBuf, process::Command, sync::mpsc, time::Duration};
 
 use kproxy_dataplane::nft::{
     Exec, Family, NftClient, NftTransaction, SpawnLog,

@@ -36,7 +36,7 @@ use nix::{
 
 use super::{
     SpawnLog,
-    wire::{self, Change, Message, NFNLGRP_NFTABLES, WireError},
+    wire::{self, Change, Message, NFNLGRP_NFTABLES, Object, WireError},
 };
 
 const RECV_BUF: usize = 64 * 1024;
@@ -248,7 +248,13 @@ impl Watcher {
     fn message(&mut self, m: Message) {
         match m {
             Message::Change { change, .. } if self.watched(&change) => {
-                if self.batch.len() < MAX_CHANGES {
+                // A table's own change comes last in a batch (after its rules, sets and
+                // chains) and says the most: it is kept beyond the limit (a few more at most).
+                let room = match change.object {
+                    Object::Table => MAX_CHANGES + 4,
+                    _ => MAX_CHANGES,
+                };
+                if self.batch.len() < room {
                     self.batch.push(change);
                 } else {
                     self.more += 1;

@@ -203,7 +203,7 @@ pub fn batch_drifts(b: &ForeignBatch) -> Vec<Drift> {
     }
     let mut groups: BTreeMap<(&'static str, &'static str), (usize, BTreeSet<String>)> =
         BTreeMap::new();
-    for c in &b.changes {
+    for c in b.changes.iter().filter(|c| !anonymous(c)) {
         let op = match c.op {
             Op::New => "added",
             Op::Delete => "deleted",
@@ -227,6 +227,13 @@ pub fn batch_drifts(b: &ForeignBatch) -> Vec<Drift> {
             Drift { kind, what }
         })
         .collect()
+}
+
+/// An anonymous set (`__set0`, a rule's inline `{ ... }`) lives and dies with its rule: its
+/// changes are the rule's, already counted.
+fn anonymous(c: &Change) -> bool {
+    matches!(c.object, Object::Set | Object::Map | Object::Element)
+        && c.name.as_deref().is_some_and(|n| n.starts_with("__"))
 }
 
 fn table_name(c: &Change) -> String {
@@ -298,6 +305,7 @@ mod tests {
             change(Object::Rule, Op::Delete, "services"),
             change(Object::Element, Op::Delete, "service-ips"),
             change(Object::Element, Op::New, "cluster-ips"),
+            change(Object::Set, Op::Delete, "__set0"),
         ]);
         b.more = 3;
         let d = batch_drifts(&b);
