@@ -1,9 +1,11 @@
 //! [`NftClient`] and [`Exec`], the implementation that runs the `nft` binary.
 
 use std::{
+    collections::VecDeque,
     io::Write,
     path::PathBuf,
     process::{Command, Stdio},
+    sync::{Arc, Mutex},
 };
 
 use super::{Family, NftTransaction};
@@ -77,12 +79,42 @@ pub trait NftClient {
     fn list_table_json(&self, family: Family, table: &str) -> Result<String, NftError>;
 }
 
+/// How many recent child pids a [`SpawnLog`] remembers: far more than the `nft` runs between
+/// two drift checks, few enough that a foreign process is unlikely to reuse one of them.
+const SPAWN_LOG_LEN: usize = 64;
+
+/// The pids of the last `nft` processes an [`Exec`] started, shared with whoever must tell
+/// kproxy's own commits from other programs' (the change monitor). `ip netns exec` execs `nft`
+/// in the same process, so the pid recorded is the committing process's.
+#[derive(Clone, Debug, Default)]
+pub struct SpawnLog(Arc<Mutex<VecDeque<u32>>>);
+
+impl SpawnLog {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn record(&self, pid: u32) {
+        let mut pids = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if pids.len() == SPAWN_LOG_LEN {
+            pids.pop_front();
+        }
+        pids.push_back(pid);
+    }
+
+    pub fn contains(&self, pid: u32) -> bool {
+        let pids = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        pids.contains(&pid)
+    }
+}
+
 /// Runs the `nft` binary, optionally inside another network namespace: it is started by a
 /// thread that has entered the namespace ([`Netns::run`]), so no `ip netns exec` is needed.
 #[derive(Clone, Debug)]
 pub struct Exec {
     nft: PathBuf,
     netns: Netns,
+    spawned: Option<SpawnLog>,
 }
 
 impl Default for Exec {
@@ -90,6 +122,7 @@ impl Default for Exec {
         Self {
             nft: PathBuf::from("nft"),
             netns: Netns::current(),
+            spawned: None,
         }
     }
 }
@@ -120,6 +153,12 @@ impl Exec {
         &self.netns
     }
 
+    /// Records the pid of every process started in `log`.
+    pub fn with_spawn_log(mut self, log: SpawnLog) -> Self {
+        self.spawned = Some(log);
+        self
+    }
+
     /// Runs nft with `tx`'s text (if any) on its standard input, returning its standard output.
     fn run_with_stdin(
         &self,
@@ -137,6 +176,9 @@ impl Exec {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = self.netns.run(|| cmd.spawn().map_err(spawn_err))?;
+        if let Some(log) = &self.spawned {
+            log.record(child.id());
+        }
         let input = child.stdin.take();
         // Write from another thread while this one collects output: nft may report errors
         // before it has read all of a large input, and a full stderr pipe would deadlock us.
@@ -221,5 +263,18 @@ mod tests {
         assert!(matches!(err, NftError::Netns(_)), "{err:?}");
         assert!(err.to_string().contains("/nonexistent/netns"), "{err}");
         assert_eq!(err.kind(), NftErrorKind::Other);
+    }
+
+    #[test]
+    fn the_spawn_log_keeps_the_latest_pids() {
+        let log = SpawnLog::new();
+        for pid in 0..SPAWN_LOG_LEN as u32 + 1 {
+            log.record(pid);
+        }
+        assert!(!log.contains(0));
+        assert!(log.contains(1) && log.contains(SPAWN_LOG_LEN as u32));
+        let exec = Exec::new().with_spawn_log(log.clone());
+        exec.run_with_stdin(&["--version"], None).ok();
+        assert_eq!(log.0.lock().unwrap().len(), SPAWN_LOG_LEN);
     }
 }

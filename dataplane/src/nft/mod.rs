@@ -7,9 +7,11 @@
 mod exec;
 mod fake;
 mod listing;
+pub mod monitor;
 mod transaction;
+pub mod wire;
 
-pub use exec::{Exec, NftClient, NftError, NftErrorKind};
+pub use exec::{Exec, NftClient, NftError, NftErrorKind, SpawnLog};
 pub use fake::FakeNft;
 pub use listing::{Difference, TableListing};
 pub use transaction::{BaseChain, ChainType, Family, Hook, NftTransaction};

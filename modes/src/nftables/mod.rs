@@ -2,6 +2,7 @@
 //! sharded slot maps instead of per-endpoint chains and per-Service anonymous sets, so that a
 //! full sync scales linearly. See docs/modes/nftables.md.
 
+pub mod drift;
 pub mod names;
 pub mod render;
 pub mod view;
@@ -10,13 +11,13 @@ use std::net::IpAddr;
 
 use kproxy_dataplane::{
     conntrack::ConntrackNetlink,
-    nft::{Exec, Family, NftClient},
+    nft::{Exec, Family, NftClient, NftError, NftTransaction, SpawnLog},
 };
 
 use tokio::time::{Duration, Instant};
 
 use crate::{
-    Counter, Mode, ModeError, SyncError, SyncStats,
+    Counter, Drift, Mode, ModeContext, ModeError, SyncError, SyncStats,
     conntrack::ConntrackHygiene,
     model::{ChangeSet, DesiredState, IpFamily, NodePortAddresses},
     registry::ModeSettings,
@@ -53,6 +54,8 @@ pub struct NftablesMode<C: NftClient = Exec> {
     conntrack: Option<ConntrackHygiene>,
     /// When the last full sync succeeded (`None`: never).
     last_full: Option<Instant>,
+    /// Watches our tables for drift (only with the real `nft`, see [`NftablesMode::with_exec`]).
+    watch: Option<drift::Watch>,
 }
 
 impl NftablesMode<Exec> {
@@ -60,11 +63,17 @@ impl NftablesMode<Exec> {
     /// same network namespace.
     pub fn with_exec(exec: Exec) -> Self {
         let netns = exec.netns().clone();
+        // Our own `nft` runs are told from other programs' by their pids.
+        let ours = SpawnLog::new();
+        let exec = exec.with_spawn_log(ours.clone());
+        let watch = drift::Watch::new(netns.clone(), ours);
         let conntrack = ConntrackNetlink::new().with_netns(netns.clone());
         let addrs: AddrSource = Box::new(move || {
             kproxy_dataplane::addrs::local_addresses_in(&netns).map_err(|e| e.to_string())
         });
-        Self::new(exec, addrs).with_conntrack(ConntrackHygiene::new(conntrack))
+        let mut mode = Self::new(exec, addrs).with_conntrack(ConntrackHygiene::new(conntrack));
+        mode.watch = Some(watch);
+        mode
     }
 }
 
@@ -76,7 +85,29 @@ impl<C: NftClient> NftablesMode<C> {
             applied: None,
             conntrack: None,
             last_full: None,
+            watch: None,
         }
+    }
+
+    /// Starts watching our tables for changes made by other programs; `notify` is called when
+    /// one is found (then [`Mode::check_drift`] names it). [`Mode::start`] calls it.
+    pub fn start_watch(&mut self, notify: drift::Notify) -> Result<(), ModeError> {
+        match &mut self.watch {
+            Some(w) => w
+                .start(notify)
+                .map_err(|e| ModeError::kernel(MODE, "watching our tables", e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs the transaction; a full one with change notifications paused (see `drift`).
+    fn apply(&mut self, tx: &NftTransaction, full: bool) -> Result<(), NftError> {
+        let paused = full && self.watch.as_mut().is_some_and(drift::Watch::pause);
+        let result = self.client.run(tx);
+        if paused && let Some(w) = &mut self.watch {
+            w.resume();
+        }
+        result
     }
 
     /// Cleans stale UDP conntrack entries after each successful sync (see `crate::conntrack`).
@@ -157,6 +188,37 @@ impl<C: NftClient + Send> Mode for NftablesMode<C> {
         MODE
     }
 
+    /// Starts the change monitor. A monitor that cannot start is logged, not fatal: the
+    /// periodic check still finds missing tables and rules, only not single elements.
+    fn start(&mut self, ctx: &ModeContext) -> Result<(), ModeError> {
+        let drift = ctx.drift.clone();
+        if let Err(e) = self.start_watch(std::sync::Arc::new(move || drift.notify_one())) {
+            tracing::warn!(error = %e, "cannot watch the nftables tables for changes; relying on the periodic check");
+        }
+        Ok(())
+    }
+
+    /// Drains the change monitor and counts the fixed chains' rules; anything found makes the
+    /// next sync full.
+    fn check_drift(&mut self) -> Result<Vec<Drift>, ModeError> {
+        let Some(w) = &mut self.watch else {
+            return Ok(Vec::new());
+        };
+        let found = w
+            .check(self.applied.as_ref())
+            .map_err(|e| ModeError::kernel(MODE, "checking our tables for drift", e))?;
+        if !found.is_empty() {
+            self.applied = None;
+        }
+        Ok(found)
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(w) = &mut self.watch {
+            w.stop();
+        }
+    }
+
     fn sync(
         &mut self,
         desired: &DesiredState,
@@ -180,7 +242,7 @@ impl<C: NftClient + Send> Mode for NftablesMode<C> {
         let rendered = render::render_owned(desired, changes, self.applied.take(), &local);
         let full = rendered.full;
         if !rendered.tx.is_empty()
-            && let Err(e) = self.client.run(&rendered.tx)
+            && let Err(e) = self.apply(&rendered.tx, full)
         {
             // The kernel kept its previous state, which our cache may no longer describe
             // exactly (e.g. after a failed partial sync): start over with a full one.
@@ -211,7 +273,7 @@ impl<C: NftClient + Send> Mode for NftablesMode<C> {
                 Err(e) => return Err(ModeError::kernel(MODE, "listing our tables", e)),
             }
         }
-        let mut tx = kproxy_dataplane::nft::NftTransaction::new();
+        let mut tx = NftTransaction::new();
         // `add` first so `delete` cannot fail on a missing table: only our tables are named.
         for family in [Family::Ip, Family::Ip6] {
             tx.add_table(family, names::TABLE, None);

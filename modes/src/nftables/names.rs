@@ -42,6 +42,23 @@ pub const HAIRPIN: &str = "hairpin-endpoints";
 /// Prefix of the sharded endpoint slot maps: `endpoint-slots-<proto>-<shard>`.
 pub const ENDPOINT_SLOTS_PREFIX: &str = "endpoint-slots-";
 
+/// Prefix of the pick maps: `vip-slots-<proto>-<N>`.
+const VIP_SLOTS_PREFIX: &str = "vip-slots-";
+
+/// Whether our set named `name` is a map (for naming drift: a map element or a set element).
+pub fn is_map(name: &str) -> bool {
+    [
+        SERVICE_IPS,
+        SERVICE_NODEPORTS,
+        NO_ENDPOINT_SERVICES,
+        NO_ENDPOINT_NODEPORTS,
+        FIREWALL_IPS,
+    ]
+    .contains(&name)
+        || name.starts_with(ENDPOINT_SLOTS_PREFIX)
+        || name.starts_with(VIP_SLOTS_PREFIX)
+}
+
 // Per-Service-port name prefixes; each is at most 16 characters including the hyphen.
 const CLUSTER_PREFIX: &str = "service-";
 const LOCAL_PREFIX: &str = "local-";
@@ -123,7 +140,7 @@ pub fn pick_chain(proto: Protocol, n: u32) -> String {
 
 /// The map of chainless ports with N endpoints: `vip . port . index` to endpoint.
 pub fn vip_slots(proto: Protocol, n: u32) -> String {
-    format!("vip-slots-{}-{n}", proto_name(proto))
+    format!("{VIP_SLOTS_PREFIX}{}-{n}", proto_name(proto))
 }
 
 fn proto_name(p: Protocol) -> &'static str {

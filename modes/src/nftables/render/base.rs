@@ -72,6 +72,28 @@ const REGULAR_CHAINS: [&str; 8] = [
     REJECT_CHAIN,
 ];
 
+/// Counts, for each fixed chain, the rules `tx` adds to it from statement `from` on (the
+/// statements [`render_base`] appended).
+pub fn fixed_rule_counts(
+    ctx: &FamilyCtx,
+    tx: &NftTransaction,
+    from: usize,
+) -> Vec<(&'static str, u32)> {
+    let fixed = BASE_CHAINS.iter().map(|c| c.0).chain(REGULAR_CHAINS);
+    let mut counts: Vec<(&'static str, u32)> = fixed.map(|c| (c, 0)).collect();
+    let prefix = format!("add rule {} {TABLE} ", ctx.family);
+    for line in tx.lines().skip(from) {
+        let Some(rest) = line.strip_prefix(&prefix) else {
+            continue;
+        };
+        let chain = rest.split(' ').next().unwrap_or_default();
+        if let Some(c) = counts.iter_mut().find(|(name, _)| *name == chain) {
+            c.1 += 1;
+        }
+    }
+    counts
+}
+
 /// Appends the table's fixed part (table, chains, rules, empty maps and sets) to `tx`.
 /// `nodeport_ips` are the local addresses NodePorts accept when not `All`.
 pub fn render_base(ctx: &FamilyCtx, nodeport_ips: &[IpAddr], tx: &mut NftTransaction) {

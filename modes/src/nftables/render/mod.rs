@@ -134,12 +134,15 @@ fn render_full(
     for fam in &desired.families {
         let ctx = FamilyCtx::new(fam.family, &fam.node);
         let np_ips = nodeport_ips(fam, local_addrs);
+        let base_from = tx.len();
         base::render_base(&ctx, &np_ips, &mut tx);
+        let fixed_rules = base::fixed_rule_counts(&ctx, &tx, base_from);
         let prev = applied.and_then(|a| a.families.get(&fam.family));
         let ids = assign_ids(fam, prev);
         let mut fa = FamilyApplied {
             node: fam.node.clone(),
             nodeport_ips: np_ips,
+            fixed_rules,
             services: BTreeMap::new(),
             cluster_ip_refs: BTreeMap::new(),
             hairpin_refs: BTreeMap::new(),

@@ -118,6 +118,10 @@ pub struct FamilyApplied {
     /// either changes, the next sync must be full.
     pub node: NodeSettings,
     pub nodeport_ips: Vec<IpAddr>,
+    /// How many rules each fixed chain (base and dispatch chains) holds: what the periodic
+    /// drift check compares with the kernel. Set by full syncs only; partial ones never touch
+    /// these chains.
+    pub fixed_rules: Vec<(&'static str, u32)>,
     pub services: BTreeMap<ServicePortName, ServiceObjects>,
     /// How many Service ports use each cluster IP (the `cluster-ips` set holds those > 0).
     pub cluster_ip_refs: BTreeMap<IpAddr, u32>,
