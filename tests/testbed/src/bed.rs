@@ -206,13 +206,14 @@ impl TestBed {
             let gw = self.node_ip_like(ip)?;
             let ns = Netns::create(&format!("{}-e{n}", self.tag))?;
             let h = self.attach_to_lan(&ns, &format!("le{n}")).await?;
-            link::addr(&h, "eth0", ip, plen(ip)).await?;
+            link::addr_without_prefix_route(&h, "eth0", ip, plen(ip)).await?;
             let any: IpAddr = if ip.is_ipv4() {
                 Ipv4Addr::UNSPECIFIED.into()
             } else {
                 Ipv6Addr::UNSPECIFIED.into()
             };
             link::route(&h, any, 0, Some(gw), "eth0").await?;
+            own_address_via_node(&ns, &h).await?;
             link::route(&self.node.netlink()?, ip, plen(ip), None, "eth0").await?;
             self.externals.insert(ip, ns);
         }
@@ -306,6 +307,20 @@ impl TestBed {
         v.extend(self.externals.values().map(|n| n.name().to_string()));
         v
     }
+}
+
+/// Makes an external client's packets to its own address leave for the node instead of being
+/// delivered to itself, so that it can play a load balancer that SNATs to its own IP: source and
+/// destination both the LB IP, arriving at the node from outside. The client keeps the address
+/// (bind, ARP for the node's replies and local delivery of what comes back all need it); only its
+/// own outgoing packets skip the local table: `iif lo lookup main` ahead of it, as in the sink, and
+/// main routes everything via the node (the address was added without an IPv6 prefix route, see
+/// [`link::addr_without_prefix_route`]). The replies then arrive from the client's own address,
+/// which IPv4 takes as a martian source unless `accept_local` says otherwise. Traffic between
+/// other addresses is unchanged.
+async fn own_address_via_node(ns: &Netns, h: &Handle) -> Result<()> {
+    link::locally_generated_use_main(h).await?;
+    ns.sysctls(&[("net/ipv4/conf/all/accept_local", "1")])
 }
 
 /// Where a server runs.

@@ -92,12 +92,23 @@ pub async fn attach(h: &Handle, port: &str, bridge: &str) -> Result<()> {
 
 /// Adds `ip/plen` on `dev`, IPv6 without duplicate address detection (usable at once).
 pub async fn addr(h: &Handle, dev: &str, ip: IpAddr, plen: u8) -> Result<()> {
+    add_addr(h, dev, ip, plen, AddressFlags::empty()).await
+}
+
+/// Like [`addr`], but an IPv6 address gets no prefix route: the kernel adds one to main even for a
+/// /128 (IPv4 adds none for a /32), which would make the address on-link, so that a packet to it
+/// routed by main would look for a neighbour owning it instead of taking the default route.
+pub async fn addr_without_prefix_route(h: &Handle, dev: &str, ip: IpAddr, plen: u8) -> Result<()> {
+    add_addr(h, dev, ip, plen, AddressFlags::Noprefixroute).await
+}
+
+async fn add_addr(h: &Handle, dev: &str, ip: IpAddr, plen: u8, v6: AddressFlags) -> Result<()> {
     let idx = index(h, dev).await?;
     let mut req = h.address().add(idx, ip, plen);
     if ip.is_ipv6() {
         req.message_mut()
             .attributes
-            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            .push(AddressAttribute::Flags(AddressFlags::Nodad | v6));
     }
     req.execute()
         .await

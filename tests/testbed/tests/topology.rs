@@ -239,6 +239,47 @@ async fn sink_answers_for_unrouted_destinations() {
     answered_by(&o, "sink", "fd00:10::2");
 }
 
+/// A load balancer that SNATs to its own IP: an external client sends from its address to that same
+/// address, and the packet must reach the node (here DNATed to a pod) rather than the client itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn external_client_sends_to_its_own_address_through_the_node() {
+    let mut b = bed().await;
+    for (lb, pod) in [
+        ("5.6.7.8", "10.180.0.1"),
+        ("2600:5200::8", "fd00:10:180::1"),
+    ] {
+        b.add_external(ip(lb)).await.unwrap();
+        b.add_pod(ip(pod)).await.unwrap();
+        for proto in [Proto::Tcp, Proto::Udp] {
+            b.serve(
+                Where::Pod(ip(pod)),
+                proto,
+                SocketAddr::new(ip(pod), 80),
+                None,
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let nft = "table ip kpt_lb { chain pre { type nat hook prerouting priority -100; \
+               ip daddr 5.6.7.8 meta l4proto { tcp, udp } th dport 80 dnat to 10.180.0.1:80; }; }; \
+               table ip6 kpt_lb { chain pre { type nat hook prerouting priority -100; \
+               ip6 daddr 2600:5200::8 tcp dport 80 dnat to [fd00:10:180::1]:80; }; }";
+    run_in(&b.node, "nft", &[nft]).await.unwrap();
+    for proto in [Proto::Tcp, Proto::Udp] {
+        let o = b
+            .probe(proto, ip("5.6.7.8"), sa("5.6.7.8:80"))
+            .await
+            .unwrap();
+        answered_by(&o, "10.180.0.1:80", "5.6.7.8");
+    }
+    let o = b
+        .probe(Proto::Tcp, ip("2600:5200::8"), sa("[2600:5200::8]:80"))
+        .await
+        .unwrap();
+    answered_by(&o, "[fd00:10:180::1]:80", "2600:5200::8");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sctp_is_skipped_on_this_kernel() {
     if kproxy_testbed::sctp_supported() {

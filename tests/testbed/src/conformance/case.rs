@@ -1,4 +1,4 @@
-//! The scenario file format of shared/conformance/FORMAT.md, and what its objects imply for the
+//! The scenario file format of tests/conformance/FORMAT.md, and what its objects imply for the
 //! topology (which endpoint addresses exist, where, serving which ports).
 
 use crate::server::Proto;

@@ -1,4 +1,4 @@
-//! The conformance runner: scenario files of shared/conformance/FORMAT.md run against kproxy with
+//! The conformance runner: scenario files of tests/conformance/FORMAT.md run against kproxy with
 //! real packets in a test bed.
 
 pub mod agent;
