@@ -22,13 +22,15 @@ const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples");
 const RUNTIME_ENV: &str = "KPROXY_RUNTIME_DIR";
 
 fn config(dir: &Path) -> String {
+    config_with(dir, "")
+}
+
+/// The config with `extra` YAML appended.
+fn config_with(dir: &Path, extra: &str) -> String {
     let path = dir.join("config.yaml");
-    std::fs::write(
-        &path,
-        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: nftables\n\
-         clusterCIDR: 10.244.0.0/16\nhealthzBindAddress: 127.0.0.1:10256\nmetricsBindAddress: 127.0.0.1:10249\n",
-    )
-    .unwrap();
+    let base = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: nftables\n\
+         clusterCIDR: 10.244.0.0/16\nhealthzBindAddress: 127.0.0.1:10256\nmetricsBindAddress: 127.0.0.1:10249\n";
+    std::fs::write(&path, format!("{base}{extra}")).unwrap();
     path.to_string_lossy().into_owned()
 }
 
@@ -126,7 +128,12 @@ fn assert_matches(d: &Dump) {
 fn the_kernel_view_matches_after_a_sync_and_names_a_difference_under_its_service() {
     let ns = Netns::new("dk");
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
+    // The agent repairs drift itself, after minSyncPeriod: a long one keeps the difference made
+    // below in place while the dump looks at it.
+    let cfg = config_with(
+        dir.path(),
+        "nftables:\n  syncPeriod: 1h\n  minSyncPeriod: 10m\n",
+    );
     let flags = [
         "--config",
         &cfg,
