@@ -45,7 +45,7 @@ impl Agent {
     /// Starts the agent with `args` and waits (30 s deadline) for its first sync.
     fn start(ns: &Netns, runtime: &Path, args: &[&str]) -> Self {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.0, BIN])
+            .args(["netns", "exec", ns.name(), BIN])
             .args(args)
             .env("RUST_LOG", "info")
             .env(RUNTIME_ENV, runtime)
@@ -97,7 +97,7 @@ struct Dump {
 
 fn dump(ns: &Netns, runtime: &Path, args: &[&str]) -> Dump {
     let out = Command::new("ip")
-        .args(["netns", "exec", &ns.0, BIN, "debug", "dump", "--kernel"])
+        .args(["netns", "exec", ns.name(), BIN, "debug", "dump", "--kernel"])
         .args(args)
         .env(RUNTIME_ENV, runtime)
         .output()

@@ -21,7 +21,7 @@ fn host(name: &str) -> i64 {
 
 fn inside(ns: &Netns, name: &str) -> i64 {
     let out = ns.run(&["cat", &format!("{NF}/{name}")]);
-    assert!(out.status.success(), "cat {name} in {}", ns.0);
+    assert!(out.status.success(), "cat {name} in {}", ns.name());
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 

@@ -18,8 +18,7 @@
 //! | 41005 | udp [::1] -> [::1]:5353               | udp_to_port(v6, 5353)   |
 //! | any   | tcp -> 10.1.0.100:53 => 10.1.0.1:5353 | (TCP: never)            |
 
-#[path = "../../modes/tests/nftables/netns.rs"]
-mod netns;
+use kproxy_testbed::netns;
 
 use std::{collections::BTreeSet, net::IpAddr, process::Command};
 
@@ -71,7 +70,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn bed() -> Option<Netns> {
-    let ns = Netns::new()?;
+    let ns = Netns::scratch()?;
     ns.exec(&["ip", "addr", "add", "10.1.0.1/24", "dev", "lo"]);
     ns.nft(RULES);
     ns.exec(&["python3", "-c", TRAFFIC]);
@@ -93,7 +92,7 @@ fn cli_udp_sports(ns: &Netns, family: &str) -> Option<BTreeSet<u16>> {
         .args([
             "netns",
             "exec",
-            &ns.name,
+            ns.name(),
             "conntrack",
             "-L",
             "-f",
@@ -124,7 +123,7 @@ fn tcp_entries(ct: &ConntrackNetlink) -> Vec<Entry> {
 #[test]
 fn deletes_exactly_the_udp_flows_a_filter_selects() {
     let Some(ns) = bed() else { return };
-    let ct = ConntrackNetlink::new().in_netns(&ns.name);
+    let ct = ConntrackNetlink::new().in_netns(ns.name());
     let all_v4: BTreeSet<u16> = (41000..=41004).collect();
     assert_eq!(udp_sports(&ct, L3::Ipv4), all_v4);
     assert_eq!(udp_sports(&ct, L3::Ipv6), [41005].into());

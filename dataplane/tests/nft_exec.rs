@@ -2,8 +2,7 @@
 //! safe in the host namespace), and committing only inside a namespace the test makes.
 //! Skipped when nft cannot be run (not installed, not root).
 
-#[path = "../../modes/tests/nftables/netns.rs"]
-mod netns;
+use kproxy_testbed::netns;
 
 use kproxy_dataplane::nft::{Exec, Family, NftClient, NftErrorKind, NftTransaction};
 
@@ -60,11 +59,11 @@ fn a_namespaced_exec_commits_in_that_namespace_only() {
     if !nft_usable() {
         return;
     }
-    let Some(ns) = netns::Netns::new() else {
+    let Some(ns) = netns::Netns::scratch() else {
         return;
     };
-    let table = format!("kproxy-test-{}", ns.name.replace('-', "_"));
-    let exec = Exec::new().in_netns(&ns.name);
+    let table = format!("kproxy-test-{}", ns.name().replace('-', "_"));
+    let exec = Exec::new().in_netns(ns.name());
     let mut tx = NftTransaction::new();
     tx.add_table(Family::Ip, &table, Some("probe"));
     exec.run(&tx).unwrap();

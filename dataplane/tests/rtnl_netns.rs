@@ -5,8 +5,7 @@
 //! - `lo` (index 1): 127.0.0.1/8 and ::1/128, up.
 //! - veth pair `v0` / `v1`, down: v0 gets 10.2.0.1/24 and fd00:2::1/64.
 
-#[path = "../../modes/tests/nftables/netns.rs"]
-mod netns;
+use kproxy_testbed::netns;
 
 use std::{collections::BTreeSet, net::IpAddr};
 
@@ -26,11 +25,11 @@ fn names(rtnl: &Rtnl) -> BTreeSet<String> {
 
 /// A namespace with the veth pair of the plan.
 fn bed() -> Option<(Netns, Rtnl)> {
-    let ns = Netns::new()?;
+    let ns = Netns::scratch()?;
     ns.exec(&[
         "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1",
     ]);
-    let rtnl = Rtnl::new().in_netns(&ns.name);
+    let rtnl = Rtnl::new().in_netns(ns.name());
     Some((ns, rtnl))
 }
 
@@ -78,7 +77,7 @@ fn addresses_are_added_listed_and_deleted_on_a_link() {
     assert_eq!(on_v0, want);
     let shown = ns.exec(&["ip", "-o", "addr", "show", "dev", "v0"]);
     assert!(shown.contains("inet 10.2.0.1/24") && shown.contains("inet6 fd00:2::1/64"));
-    let local: BTreeSet<_> = local_addresses(Some(&ns.name))
+    let local: BTreeSet<_> = local_addresses(Some(ns.name()))
         .unwrap()
         .into_iter()
         .collect();

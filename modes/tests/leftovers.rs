@@ -2,8 +2,7 @@
 //! nft, iptables-nft, iptables-legacy (both families) and kernel, in throwaway namespaces.
 //! Needs root (skipped otherwise) and `nft`, `ip`, the `iptables` package.
 
-#[path = "nftables/netns.rs"]
-mod netns;
+use kproxy_testbed::netns;
 
 use std::{
     io::Write,
@@ -133,7 +132,7 @@ const UPSTREAM: [&str; 7] = [
 
 fn restore(ns: &Netns, tool: &str, text: &str) {
     let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.name, tool, "--noflush"])
+        .args(["netns", "exec", ns.name(), tool, "--noflush"])
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
@@ -180,12 +179,12 @@ fn names(leftovers: &Leftovers) -> Vec<String> {
 /// in the result; everything else is as it was, rule for rule. A second pass removes nothing.
 #[test]
 fn upstream_leftovers_go_and_everything_else_stays() {
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = Netns::scratch() else { return };
     set_up_leftovers(&ns);
     let before = iptables_state(&ns);
     let other_before = ns.exec(&["nft", "list", "table", "ip", "other"]);
 
-    let first = remove_upstream_leftovers(Some(&ns.name));
+    let first = remove_upstream_leftovers(Some(ns.name()));
 
     let mut expected = vec![
         "nftables table ip kube-proxy".to_owned(),
@@ -219,7 +218,7 @@ fn upstream_leftovers_go_and_everything_else_stays() {
             .success()
     );
 
-    let second = remove_upstream_leftovers(Some(&ns.name));
+    let second = remove_upstream_leftovers(Some(ns.name()));
     assert_eq!(names(&second), Vec::<String>::new());
 }
 
@@ -228,7 +227,7 @@ fn upstream_leftovers_go_and_everything_else_stays() {
 /// kube-ipvs0 that is not a dummy is not kube-proxy's: it stays.
 #[test]
 fn a_clean_namespace_stays_as_it_was() {
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = Netns::scratch() else { return };
     ns.exec(&[
         "ip",
         "link",
@@ -240,7 +239,7 @@ fn a_clean_namespace_stays_as_it_was() {
         "name",
         "kipvs-peer",
     ]);
-    let leftovers = remove_upstream_leftovers(Some(&ns.name));
+    let leftovers = remove_upstream_leftovers(Some(ns.name()));
     assert_eq!(names(&leftovers), Vec::<String>::new());
     ns.exec(&["ip", "link", "show", "dev", "kube-ipvs0"]);
     assert_eq!(ns.exec(&["nft", "list", "tables"]), "");

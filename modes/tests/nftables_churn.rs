@@ -7,8 +7,7 @@
 
 #[path = "nftables/fixtures.rs"]
 mod fixtures;
-#[path = "nftables/netns.rs"]
-mod netns;
+use kproxy_testbed::netns;
 #[path = "nftables/wire.rs"]
 mod wire;
 
@@ -34,12 +33,12 @@ const VIP: &str = "172.30.0.60";
 
 #[test]
 fn connections_never_fail_while_endpoints_are_added_and_removed() {
-    let Some(node) = Netns::new() else { return };
-    let pod = Arc::new(Netns::new().unwrap());
+    let Some(node) = Netns::scratch() else { return };
+    let pod = Arc::new(Netns::scratch().unwrap());
     link(&node, &pod, "c", "10.0.0.2/24", &["10.0.0.1/24"]);
     let eps: Vec<(Netns, String)> = (0..3)
         .map(|i| {
-            let ns = Netns::new().unwrap();
+            let ns = Netns::scratch().unwrap();
             link(
                 &node,
                 &ns,
@@ -59,7 +58,7 @@ fn connections_never_fail_while_endpoints_are_added_and_removed() {
         );
     }
 
-    let mut mode = NftablesMode::with_exec(Exec::new().in_netns(&node.name));
+    let mut mode = NftablesMode::with_exec(Exec::new().in_netns(node.name()));
     let with = |ips: &[usize]| {
         let list = ips
             .iter()

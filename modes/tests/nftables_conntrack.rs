@@ -7,8 +7,7 @@
 
 #[path = "nftables/fixtures.rs"]
 mod fixtures;
-#[path = "nftables/netns.rs"]
-mod netns;
+use kproxy_testbed::netns;
 #[path = "nftables/wire.rs"]
 mod wire;
 
@@ -35,8 +34,8 @@ struct Bed {
 }
 
 fn bed() -> Option<Bed> {
-    let node = Netns::new()?;
-    let (pod, e1, e2) = (Netns::new()?, Netns::new()?, Netns::new()?);
+    let node = Netns::scratch()?;
+    let (pod, e1, e2) = (Netns::scratch()?, Netns::scratch()?, Netns::scratch()?);
     link(&node, &pod, "c", "10.0.0.2/24", &["10.0.0.1/24"]);
     link(&node, &e1, "e1", "10.180.0.1/24", &["10.180.0.254/24"]);
     link(&node, &e2, "e2", "10.180.1.1/24", &["10.180.1.254/24"]);
@@ -80,7 +79,7 @@ fn first_reply(pod: &Netns, sport: u16, dest: &str) -> String {
 /// UDP conntrack entries in the node namespace whose original source port is `sport`.
 fn flows(node: &Netns, sport: u16) -> Vec<String> {
     let out = Command::new("ip")
-        .args(["netns", "exec", &node.name, "conntrack", "-L", "-p", "udp"])
+        .args(["netns", "exec", node.name(), "conntrack", "-L", "-p", "udp"])
         .args(["--orig-port-src", &sport.to_string()])
         .output()
         .expect("conntrack -L");
@@ -120,7 +119,7 @@ fn changed(sp: &ServicePort) -> ChangeSet {
 #[test]
 fn udp_client_leaves_a_removed_endpoint_within_one_sync() {
     let Some(bed) = bed() else { return };
-    let exec = || Exec::new().in_netns(&bed.node.name);
+    let exec = || Exec::new().in_netns(bed.node.name());
 
     // Control: no hygiene, so the stale flow must survive the sync.
     let mut bare = NftablesMode::new(exec(), Box::new(|| Ok(vec![])));
@@ -176,7 +175,7 @@ fn startup_and_restart_leave_udp_flows_alone() {
     let Some(bed) = bed() else { return };
     let svc = dns("172.30.0.49", E1);
     let desired = v4(vec![svc.clone()]);
-    let mut first = NftablesMode::with_exec(Exec::new().in_netns(&bed.node.name));
+    let mut first = NftablesMode::with_exec(Exec::new().in_netns(bed.node.name()));
     first.sync(&desired, &ChangeSet::full()).unwrap();
     // A direct flow (no Service) and a flow through the Service.
     assert_eq!(first_reply(&bed.pod, 40010, E2), E2);
@@ -185,7 +184,7 @@ fn startup_and_restart_leave_udp_flows_alone() {
     assert_eq!((before.0.len(), before.1.len()), (1, 1), "{before:?}");
 
     // Restart: a fresh process knows nothing; its full sync must not read that as "no endpoints".
-    let mut restarted = NftablesMode::with_exec(Exec::new().in_netns(&bed.node.name));
+    let mut restarted = NftablesMode::with_exec(Exec::new().in_netns(bed.node.name()));
     restarted.sync(&desired, &ChangeSet::full()).unwrap();
     // An unrelated UDP Service appears with endpoints: only its own VIPs are cleaned.
     let other = dns("172.30.0.50", E2);
@@ -217,7 +216,7 @@ fn startup_and_restart_leave_udp_flows_alone() {
 #[test]
 fn restart_deletes_flows_to_an_endpoint_that_went_while_down() {
     let Some(bed) = bed() else { return };
-    let exec = || Exec::new().in_netns(&bed.node.name);
+    let exec = || Exec::new().in_netns(bed.node.name());
     let mut before = NftablesMode::with_exec(exec());
     let both = dns_to("172.30.0.51", &[E1, E2]);
     before

@@ -5,8 +5,7 @@
 
 #[path = "nftables/fixtures.rs"]
 mod fixtures;
-#[path = "nftables/netns.rs"]
-mod netns;
+use kproxy_testbed::netns;
 #[path = "nftables/wire.rs"]
 mod wire;
 
@@ -27,7 +26,7 @@ use wire::{Servers, connect, link, serve};
 
 /// The real constructor (it records its `nft` pids), watching, with a channel for findings.
 fn watched(ns: &Netns) -> (NftablesMode<Exec>, mpsc::Receiver<()>) {
-    let mut mode = NftablesMode::with_exec(Exec::new().in_netns(&ns.name));
+    let mut mode = NftablesMode::with_exec(Exec::new().in_netns(ns.name()));
     let (tx, rx) = mpsc::channel();
     mode.start_watch(Arc::new(move || {
         let _ = tx.send(());
@@ -70,7 +69,7 @@ fn repaired(mode: &mut NftablesMode<Exec>, desired: &DesiredState, want: &str) {
 
 #[test]
 fn each_kind_of_drift_is_named_and_repaired_by_a_full_sync() {
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = Netns::scratch() else { return };
     let (mut mode, rx) = watched(&ns);
     let desired = fixtures::external_mix();
     mode.sync(&desired, &ChangeSet::full()).unwrap();
@@ -118,8 +117,8 @@ fn each_kind_of_drift_is_named_and_repaired_by_a_full_sync() {
 /// chain's missing rule and a missing table.
 #[test]
 fn the_rule_count_alone_finds_missing_rules_and_tables() {
-    let Some(ns) = Netns::new() else { return };
-    let mut mode = NftablesMode::with_exec(Exec::new().in_netns(&ns.name));
+    let Some(ns) = Netns::scratch() else { return };
+    let mut mode = NftablesMode::with_exec(Exec::new().in_netns(ns.name()));
     let desired = fixtures::dual_stack();
     mode.sync(&desired, &ChangeSet::full()).unwrap();
     assert_eq!(mode.check_drift().unwrap(), []);
@@ -157,7 +156,7 @@ fn the_rule_count_alone_finds_missing_rules_and_tables() {
 /// it was seen too, and it must be the only finding.
 #[test]
 fn own_syncs_and_other_tables_are_not_drift() {
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = Netns::scratch() else { return };
     let (mut mode, rx) = watched(&ns);
     let mut desired = fixtures::external_mix();
     mode.sync(&desired, &ChangeSet::full()).unwrap();
@@ -197,8 +196,8 @@ fn own_syncs_and_other_tables_are_not_drift() {
 /// again after the drift check and the repairing sync.
 #[test]
 fn a_service_answers_again_after_the_repair() {
-    let Some(node) = Netns::new() else { return };
-    let (pod, e1) = (Netns::new().unwrap(), Netns::new().unwrap());
+    let Some(node) = Netns::scratch() else { return };
+    let (pod, e1) = (Netns::scratch().unwrap(), Netns::scratch().unwrap());
     link(&node, &pod, "c", "10.0.0.2/24", &["10.0.0.1/24"]);
     link(&node, &e1, "e1", "10.180.0.1/24", &["10.180.0.254/24"]);
     node.exec(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);

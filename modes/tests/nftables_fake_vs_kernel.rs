@@ -2,8 +2,7 @@
 //! table, must succeed or fail alike in the fake and in `nft` in a throwaway namespace, with the
 //! same error kind. This is what makes the fake's refusals the kernel's, not our guesses.
 
-#[path = "nftables/netns.rs"]
-mod netns;
+use kproxy_testbed::netns;
 
 use kproxy_dataplane::nft::{
     BaseChain, ChainType, Exec, FakeNft, Family, Hook, NftClient, NftErrorKind, NftTransaction,
@@ -109,10 +108,10 @@ fn outcome(client: &impl NftClient, tx: &NftTransaction) -> Outcome {
 
 #[test]
 fn the_fake_refuses_what_nft_refuses() {
-    let Some(ns) = netns::Netns::new() else {
+    let Some(ns) = netns::Netns::scratch() else {
         return;
     };
-    let exec = Exec::new().in_netns(&ns.name);
+    let exec = Exec::new().in_netns(ns.name());
     let mut differ = Vec::new();
     for tx in probes() {
         exec.run(&base()).unwrap();

@@ -3,8 +3,7 @@
 
 #[path = "nftables/fixtures.rs"]
 mod fixtures;
-#[path = "nftables/netns.rs"]
-mod netns;
+use kproxy_testbed::netns;
 
 use kproxy_dataplane::nft::{Exec, Family, NftClient};
 use kproxy_modes::{
@@ -20,7 +19,7 @@ fn mode_in(ns: &Netns) -> NftablesMode<Exec> {
         .flatten()
         .collect::<Vec<_>>();
     NftablesMode::new(
-        Exec::new().in_netns(&ns.name),
+        Exec::new().in_netns(ns.name()),
         Box::new(move || Ok(addrs.clone())),
     )
 }
@@ -53,8 +52,8 @@ fn full_syncs_are_accepted_by_nft_and_adopt_an_existing_table() {
         fixtures::external_mix(),
         fixtures::dual_stack(),
     ] {
-        let Some(ns) = Netns::new() else { return };
-        let exec = Exec::new().in_netns(&ns.name);
+        let Some(ns) = Netns::scratch() else { return };
+        let exec = Exec::new().in_netns(ns.name());
         let r = render(&desired, &ChangeSet::full(), None, &fixtures::local_addrs());
         exec.check(&r.tx)
             .unwrap_or_else(|e| panic!("nft -c: {e}\n{}", r.tx));
@@ -76,7 +75,7 @@ fn full_syncs_are_accepted_by_nft_and_adopt_an_existing_table() {
 /// the other Services' elements are untouched.
 #[test]
 fn partial_sync_touches_only_the_changed_service() {
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = Netns::scratch() else { return };
     let mut mode = mode_in(&ns);
     let mut desired = fixtures::external_mix();
     mode.sync(&desired, &ChangeSet::full()).unwrap();
@@ -172,7 +171,7 @@ fn partial_sync_touches_only_the_changed_service() {
 /// cache so the one after is full, and that full sync restores everything.
 #[test]
 fn apply_failure_forces_a_full_sync() {
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = Netns::scratch() else { return };
     let mut mode = mode_in(&ns);
     let mut desired = fixtures::external_mix();
     mode.sync(&desired, &ChangeSet::full()).unwrap();
@@ -195,7 +194,7 @@ fn apply_failure_forces_a_full_sync() {
 /// cleanup removes our tables and only them: another table in the same family survives.
 #[test]
 fn cleanup_removes_only_our_tables() {
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = Netns::scratch() else { return };
     ns.nft("table ip theirs {\n chain c {\n type filter hook input priority 0; policy accept;\n ip daddr 1.2.3.4 counter\n }\n}\n");
     let mut mode = mode_in(&ns);
     mode.sync(&fixtures::dual_stack(), &ChangeSet::full())
@@ -258,7 +257,7 @@ fn normalized(ns: &Netns, family: &str) -> std::collections::BTreeMap<String, Ve
 /// port) leaves exactly the table a full sync of the final state builds.
 #[test]
 fn partial_syncs_converge_to_the_full_sync_table() {
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = Netns::scratch() else { return };
     let mut mode = mode_in(&ns);
     let mut desired = fixtures::cluster_ip_general();
     mode.sync(&desired, &ChangeSet::full()).unwrap();
@@ -326,8 +325,10 @@ fn partial_syncs_converge_to_the_full_sync_table() {
         assert!(!stats.full);
     }
     let after_partials = normalized(&ns, "ip");
-    let Some(fresh) = Netns::new() else { return };
-    let exec = Exec::new().in_netns(&fresh.name);
+    let Some(fresh) = Netns::scratch() else {
+        return;
+    };
+    let exec = Exec::new().in_netns(fresh.name());
     // Same slot ids as the mode's (they are kept across a full sync), so keys compare equal.
     let full = render(
         &desired,

@@ -11,8 +11,7 @@
 
 #[path = "nftables/fixtures.rs"]
 mod fixtures;
-#[path = "nftables/netns.rs"]
-mod netns;
+use kproxy_testbed::netns;
 #[path = "nftables/wire.rs"]
 mod wire;
 
@@ -35,12 +34,12 @@ use wire::*;
 /// IPv6 cluster IP and NodePort, and a partial sync seen on the wire.
 #[test]
 fn packets_follow_the_service_rules() {
-    let Some(node) = Netns::new() else { return };
+    let Some(node) = Netns::scratch() else { return };
     let (pod, e1, e2, ext) = (
-        Netns::new().unwrap(),
-        Netns::new().unwrap(),
-        Netns::new().unwrap(),
-        Netns::new().unwrap(),
+        Netns::scratch().unwrap(),
+        Netns::scratch().unwrap(),
+        Netns::scratch().unwrap(),
+        Netns::scratch().unwrap(),
     );
     link(&node, &pod, "c", "10.0.0.2/24", &["10.0.0.1/24"]);
     link(&node, &e1, "e1", "10.180.0.1/24", &["10.180.0.254/24"]);
@@ -189,7 +188,7 @@ fn packets_follow_the_service_rules() {
         (IpFamily::V6, vec![v6_plain, v6_nodeport]),
     ]);
     // The real constructor: it reads the node namespace's addresses for nodeport-ips.
-    let mut mode = NftablesMode::with_exec(Exec::new().in_netns(&node.name));
+    let mut mode = NftablesMode::with_exec(Exec::new().in_netns(node.name()));
     mode.sync(&desired, &ChangeSet::full()).unwrap();
     assert!(
         mode.dump().unwrap().contains("192.168.0.2"),

@@ -5,8 +5,7 @@
 
 #[path = "nftables/fixtures.rs"]
 mod fixtures;
-#[path = "nftables/netns.rs"]
-mod netns;
+use kproxy_testbed::netns;
 
 use fixtures::{ep, port, state};
 use kproxy_dataplane::nft::{Exec, NftClient};
@@ -50,8 +49,8 @@ fn desired(services: u32, endpoints: u32) -> DesiredState {
 
 #[test]
 fn adding_services_to_a_loaded_table_are_small_partial_syncs() {
-    let Some(ns) = Netns::new() else { return };
-    let exec = Exec::new().in_netns(&ns.name);
+    let Some(ns) = Netns::scratch() else { return };
+    let exec = Exec::new().in_netns(ns.name());
     let (services, endpoints) = (500, 5);
     let mut d = desired(services, endpoints);
     let r = render(&d, &ChangeSet::full(), None, &fixtures::local_addrs());

@@ -4,8 +4,7 @@
 
 #[path = "nftables/fixtures.rs"]
 mod fixtures;
-#[path = "nftables/netns.rs"]
-mod netns;
+use kproxy_testbed::netns;
 
 use std::collections::BTreeSet;
 
@@ -21,7 +20,7 @@ use netns::Netns;
 fn mode_in(ns: &Netns) -> NftablesMode<Exec> {
     let addrs: Vec<_> = fixtures::local_addrs().into_values().flatten().collect();
     NftablesMode::new(
-        Exec::new().in_netns(&ns.name),
+        Exec::new().in_netns(ns.name()),
         Box::new(move || Ok(addrs.clone())),
     )
 }
@@ -66,7 +65,7 @@ fn full_syncs_read_back_as_desired() {
         fixtures::external_mix(),
         fixtures::dual_stack(),
     ] {
-        let Some(ns) = Netns::new() else { return };
+        let Some(ns) = Netns::scratch() else { return };
         let mut mode = mode_in(&ns);
         mode.sync(&desired, &ChangeSet::full()).unwrap();
         let kernel = mode.kernel_view().unwrap();
@@ -84,7 +83,7 @@ fn full_syncs_read_back_as_desired() {
 /// What outside traffic meets, spelled out for the paths that need more than a lookup.
 #[test]
 fn external_paths_lead_where_outside_traffic_goes() {
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = Netns::scratch() else { return };
     let mut mode = mode_in(&ns);
     mode.sync(&fixtures::external_mix(), &ChangeSet::full())
         .unwrap();
@@ -120,7 +119,7 @@ fn external_paths_lead_where_outside_traffic_goes() {
 /// fresh full sync would; the view compares meanings, so nothing differs after any step.
 #[test]
 fn adds_and_removes_by_partial_syncs_show_no_difference() {
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = Netns::scratch() else { return };
     let mut mode = mode_in(&ns);
     let mut desired = fixtures::external_mix();
     mode.sync(&desired, &ChangeSet::full()).unwrap();
@@ -190,7 +189,7 @@ fn adds_and_removes_by_partial_syncs_show_no_difference() {
 /// One element deleted behind kproxy's back is named as exactly the destination it served.
 #[test]
 fn a_deleted_element_is_exactly_one_difference() {
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = Netns::scratch() else { return };
     let mut mode = mode_in(&ns);
     let desired = fixtures::cluster_ip_general();
     mode.sync(&desired, &ChangeSet::full()).unwrap();

@@ -7,46 +7,25 @@ use std::{
     time::Duration,
 };
 
-/// A network namespace made for one test (node address 192.168.50.2 on lo), removed on drop.
-pub struct Netns(pub String);
+/// A network namespace made for one test (node address 192.168.50.2 on lo), removed on drop:
+/// the test bed's namespace with the node's address.
+pub struct Netns(kproxy_testbed::netns::Netns);
 
 impl Netns {
     pub fn new(tag: &str) -> Self {
-        let name = format!("kproxy-{tag}-{}", std::process::id());
-        assert!(
-            Command::new("ip")
-                .args(["netns", "add", &name])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let ok = |args: &[&str]| {
-            assert!(
-                Command::new("ip")
-                    .args(["-n", &name])
-                    .args(args)
-                    .status()
-                    .unwrap()
-                    .success()
-            )
-        };
-        ok(&["link", "set", "lo", "up"]);
-        ok(&["addr", "add", "192.168.50.2/32", "dev", "lo"]);
-        Self(name)
+        let name = format!("{}-{tag}", kproxy_testbed::netns::unique_tag());
+        let ns = kproxy_testbed::netns::Netns::create(&name).expect("creating a network namespace");
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns.exec(&["ip", "addr", "add", "192.168.50.2/32", "dev", "lo"]);
+        Self(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        self.0.name()
     }
 
     pub fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        self.0.try_exec(args)
     }
 }
 
@@ -57,7 +36,7 @@ impl Agent {
     /// Starts `args` in the namespace and waits (30 s deadline) for its first sync.
     pub fn start(ns: &Netns, args: &[&str]) -> Self {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.0])
+            .args(["netns", "exec", ns.name()])
             .args(args)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())

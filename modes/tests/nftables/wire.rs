@@ -43,8 +43,19 @@ pub fn link6(node: &Netns, ns: &Netns, tag: &str, addr: &str, node_cidrs: &[&str
 pub fn link(node: &Netns, ns: &Netns, tag: &str, addr: &str, node_cidrs: &[&str]) {
     let (a, b) = (format!("n{tag}"), format!("p{tag}"));
     sh(&[
-        "ip", "link", "add", &a, "netns", &node.name, "type", "veth", "peer", "name", &b, "netns",
-        &ns.name,
+        "ip",
+        "link",
+        "add",
+        &a,
+        "netns",
+        node.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &b,
+        "netns",
+        ns.name(),
     ]);
     for c in node_cidrs {
         node.exec(&["ip", "addr", "add", c, "dev", &a]);
@@ -63,7 +74,7 @@ pub fn serve(ns: &Netns, addr: &str) -> Child {
         format!("TCP-LISTEN:80,bind={addr},fork,reuseaddr")
     };
     Command::new("ip")
-        .args(["netns", "exec", &ns.name, "socat"])
+        .args(["netns", "exec", ns.name(), "socat"])
         .arg(listen)
         .arg("SYSTEM:echo $SOCAT_SOCKADDR $SOCAT_PEERADDR")
         .stdout(Stdio::null())
@@ -125,7 +136,7 @@ pub fn serve_udp(ns: &Netns, addr: &str) -> Child {
          while True:\n    _, peer = s.recvfrom(512)\n    s.sendto(('{addr} ' + peer[0] + '\\n').encode(), peer)\n"
     );
     Command::new("ip")
-        .args(["netns", "exec", &ns.name, "python3", "-c", &program])
+        .args(["netns", "exec", ns.name(), "python3", "-c", &program])
         .stdout(Stdio::null())
         .spawn()
         .unwrap()
@@ -137,7 +148,7 @@ pub fn serve_udp(ns: &Netns, addr: &str) -> Child {
 pub fn ask_udp(from: &Netns, dest: &str) -> Option<String> {
     use std::io::Write;
     let mut child = Command::new("ip")
-        .args(["netns", "exec", &from.name, "socat", "-T2", "-t2", "-"])
+        .args(["netns", "exec", from.name(), "socat", "-T2", "-t2", "-"])
         .arg(format!("UDP:{dest}:53"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -72,8 +72,56 @@ impl Netns {
         Ok(ns)
     }
 
+    /// A namespace of its own for one test, with `lo` up: `None` (the test skips itself, saying
+    /// so) when not running as root, which namespaces need.
+    pub fn scratch() -> Option<Netns> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root for network namespaces");
+            return None;
+        }
+        let ns = Netns::create(&unique_tag()).expect("creating a network namespace");
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        Some(ns)
+    }
+
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Runs a command inside the namespace (`ip netns exec`) and asserts it succeeded; returns
+    /// its standard output.
+    pub fn exec(&self, args: &[&str]) -> String {
+        let out = self.try_exec(args);
+        assert!(
+            out.status.success(),
+            "{args:?} in {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a command inside the namespace; the caller judges its outcome.
+    pub fn try_exec(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .expect("running ip netns exec")
+    }
+
+    /// Loads `script` with `nft -f -` inside the namespace, asserting success.
+    pub fn nft(&self, script: &str) {
+        use std::io::Write;
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("running nft");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(script.as_bytes()).expect("writing to nft");
+        drop(stdin);
+        assert!(child.wait().expect("nft").success(), "nft -f of {script}");
     }
 
     pub fn path(&self) -> &Path {
@@ -158,6 +206,20 @@ fn remove_netns_path(path: &Path) -> Result<()> {
     // its last process or socket does.
     let _ = umount2(path, MntFlags::MNT_DETACH);
     std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))
+}
+
+/// Runs a command on the host and asserts it succeeded; returns its standard output.
+pub fn sh(args: &[&str]) -> String {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("running a command");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Whether a namespace of this name exists under /run/netns.
