@@ -302,6 +302,11 @@ fn desired_from_manifests(cfg: &KubeProxyConfiguration, path: &Path) -> Result<D
     for event in loaded.into_events() {
         tracker.apply(event);
     }
+    if tracker.needs_local_addresses() {
+        // This host's addresses resolve nodePortAddresses, as the agent's would.
+        let addrs = kproxy_dataplane::addrs::local_addresses(None).unwrap_or_default();
+        tracker.set_local_addresses(addrs);
+    }
     let (state, _) = tracker
         .update()
         .context("manifests did not list every kind")?;

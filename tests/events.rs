@@ -146,7 +146,8 @@ async fn a_health_check_port_that_cannot_be_opened_records_a_warning_on_its_serv
         ..ProxyOptions::for_node(NODE)
     };
     let n = node(NODE, None, &["127.0.0.1"]);
-    let state = desired::compute(&opts, &[svc], &[], Some(&n));
+    let local = ["127.0.0.1".parse().unwrap()];
+    let state = desired::compute_with_local_addresses(&opts, &[svc], &[], Some(&n), &local);
     let health = Arc::new(ProxyHealth::new(Duration::from_secs(60), WallClock::new()));
     let mut hcs = ServiceHealthServer::new(NODE, health)
         .on_failure(events::health_check_hook(NODE, sink.clone()));

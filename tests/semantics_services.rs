@@ -200,7 +200,7 @@ fn load_balancer_ips_honour_ip_mode_proxy_and_carry_source_ranges() {
         ["1.2.3.4", "1.2.3.5"]
     );
     assert_eq!(
-        p.load_balancer_source_ranges
+        p.lb_allowed_sources
             .iter()
             .map(|i| i.to_string())
             .collect::<Vec<_>>(),

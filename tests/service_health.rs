@@ -60,7 +60,9 @@ fn state(services: &[k8s_openapi::api::core::v1::Service], eps: &[(&str, Value)]
         .map(|(svc, e)| simple_slice(svc, &format!("{svc}-1"), e.clone()))
         .collect();
     let n = node(NODE, None, &["127.0.0.1"]);
-    desired::compute(&opts, services, &slices, Some(&n))
+    // The node's loopback address, as the agent would read it.
+    let local = ["127.0.0.1".parse().unwrap()];
+    desired::compute_with_local_addresses(&opts, services, &slices, Some(&n), &local)
 }
 
 fn server() -> (ServiceHealthServer, Arc<ProxyHealth>) {

@@ -10,7 +10,7 @@ use kproxy::{desired::ProxyOptions, source::Event, tracker::Tracker};
 use kproxy_dataplane::nft::Exec;
 use kproxy_modes::{
     Mode,
-    nftables::{LocalAddrs, NftablesMode, render},
+    nftables::{NftablesMode, render},
 };
 use kproxy_testbed::Netns;
 use nix::sched::{CloneFlags, setns};
@@ -107,7 +107,7 @@ pub fn kproxy(services: u32, endpoints: u32, adds: u32) -> Result<KproxyRun> {
         let (state, changes) = tracker.update().context("tracker not ready")?;
         let applied = mode.applied().context("no applied state")?;
         let mut v: Vec<_> = (0..5)
-            .map(|_| timed(|| render(state, &changes, Some(applied), &LocalAddrs::new())).1)
+            .map(|_| timed(|| render(state, &changes, Some(applied))).1)
             .collect();
         Some(ms(percentile(&mut v, 50)))
     } else {

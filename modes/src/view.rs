@@ -11,7 +11,9 @@ use std::{
 
 use serde::Serialize;
 
-use crate::model::{DesiredState, IpFamily, Protocol, ServicePort, ServicePortName};
+use crate::model::{
+    DesiredState, IpFamily, NoEndpointsVerdict, Path, Protocol, ServicePort, ServicePortName,
+};
 
 /// A destination kproxy programs: a VIP tuple or a NodePort (on the family's node-port IPs).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -120,8 +122,11 @@ pub fn port_dests(family: IpFamily, sp: &ServicePort) -> Vec<(Dest, Outcome)> {
         protocol,
         port: sp.port,
     };
-    let mut out = vec![(vip(sp.cluster_ip), outcome(sp, sp.internal_endpoints()))];
-    let external = outcome(sp, sp.external_endpoints());
+    let mut out = vec![(vip(sp.cluster_ip), outcome(sp, &sp.internal))];
+    let Some(ext) = &sp.external else {
+        return out; // no external destination
+    };
+    let external = outcome(sp, &ext.path);
     for ip in sp.external_ips.iter().chain(&sp.load_balancer_ips) {
         out.push((vip(*ip), external.clone()));
     }
@@ -136,11 +141,17 @@ pub fn port_dests(family: IpFamily, sp: &ServicePort) -> Vec<(Dest, Outcome)> {
     out
 }
 
-fn outcome(sp: &ServicePort, eps: &[crate::model::Endpoint]) -> Outcome {
-    match (eps.is_empty(), sp.endpoints.has_any) {
-        (false, _) => Outcome::Endpoints(eps.iter().map(|e| e.addr).collect()),
-        (true, true) => Outcome::Drop,
-        (true, false) => Outcome::Reject,
+/// What outside traffic on `path` meets: its endpoints, or the compute's verdict without them.
+fn outcome(sp: &ServicePort, path: &Path) -> Outcome {
+    match path.when_empty.map(|n| n.verdict) {
+        None => Outcome::Endpoints(
+            path.endpoints(&sp.endpoints)
+                .iter()
+                .map(|e| e.addr)
+                .collect(),
+        ),
+        Some(NoEndpointsVerdict::Drop) => Outcome::Drop,
+        Some(NoEndpointsVerdict::Reject) => Outcome::Reject,
     }
 }
 

@@ -122,7 +122,7 @@ fn udp_client_leaves_a_removed_endpoint_within_one_sync() {
     let exec = || Exec::new().in_netns(bed.node.name());
 
     // Control: no hygiene, so the stale flow must survive the sync.
-    let mut bare = NftablesMode::new(exec(), Box::new(|| Ok(vec![])));
+    let mut bare = NftablesMode::new(exec());
     let mut desired = v4(vec![dns("172.30.0.47", E1)]);
     bare.sync(&desired, &ChangeSet::full()).unwrap();
     assert_eq!(first_reply(&bed.pod, 40000, "172.30.0.47"), E1);

@@ -21,11 +21,7 @@ use proptest::{prelude::*, test_runner::TestCaseError};
 use world::{Op, World};
 
 fn mode() -> NftablesMode<FakeNft> {
-    let addrs = fixtures::local_addrs()
-        .into_values()
-        .flatten()
-        .collect::<Vec<_>>();
-    NftablesMode::new(FakeNft::new(), Box::new(move || Ok(addrs.clone())))
+    NftablesMode::new(FakeNft::new())
 }
 
 /// The dump without what a partial sync legitimately leaves behind and a full sync does not
@@ -149,12 +145,7 @@ fn check_against_full(
             ids
         );
     }
-    let full = render(
-        desired,
-        &ChangeSet::full(),
-        Some(applied),
-        &fixtures::local_addrs(),
-    );
+    let full = render(desired, &ChangeSet::full(), Some(applied));
     let fresh = FakeNft::new();
     fresh
         .run(&full.tx)

@@ -28,34 +28,19 @@ fn golden(name: &str, text: &str) {
 
 #[test]
 fn full_sync_of_cluster_ips_matches_golden() {
-    let r = render(
-        &fixtures::cluster_ip_general(),
-        &ChangeSet::full(),
-        None,
-        &fixtures::local_addrs(),
-    );
+    let r = render(&fixtures::cluster_ip_general(), &ChangeSet::full(), None);
     assert!(r.full);
     golden("cluster-ip-general", &r.tx.to_string());
 }
 
 #[test]
 fn full_sync_of_external_policies_matches_golden() {
-    let r = render(
-        &fixtures::external_mix(),
-        &ChangeSet::full(),
-        None,
-        &fixtures::local_addrs(),
-    );
+    let r = render(&fixtures::external_mix(), &ChangeSet::full(), None);
     golden("external-mix", &r.tx.to_string());
 }
 
 #[test]
 fn full_sync_of_dual_stack_matches_golden() {
-    let r = render(
-        &fixtures::dual_stack(),
-        &ChangeSet::full(),
-        None,
-        &fixtures::local_addrs(),
-    );
+    let r = render(&fixtures::dual_stack(), &ChangeSet::full(), None);
     golden("dual-stack", &r.tx.to_string());
 }

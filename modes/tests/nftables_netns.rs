@@ -14,14 +14,7 @@ use kproxy_modes::{
 use netns::Netns;
 
 fn mode_in(ns: &Netns) -> NftablesMode<Exec> {
-    let addrs = fixtures::local_addrs()
-        .into_values()
-        .flatten()
-        .collect::<Vec<_>>();
-    NftablesMode::new(
-        Exec::new().in_netns(ns.name()),
-        Box::new(move || Ok(addrs.clone())),
-    )
+    NftablesMode::new(Exec::new().in_netns(ns.name()))
 }
 
 fn changed(names: &[&ServicePortName]) -> ChangeSet {
@@ -54,16 +47,11 @@ fn full_syncs_are_accepted_by_nft_and_adopt_an_existing_table() {
     ] {
         let Some(ns) = Netns::scratch() else { return };
         let exec = Exec::new().in_netns(ns.name());
-        let r = render(&desired, &ChangeSet::full(), None, &fixtures::local_addrs());
+        let r = render(&desired, &ChangeSet::full(), None);
         exec.check(&r.tx)
             .unwrap_or_else(|e| panic!("nft -c: {e}\n{}", r.tx));
         exec.run(&r.tx).unwrap();
-        let again = render(
-            &desired,
-            &ChangeSet::full(),
-            Some(&r.applied),
-            &fixtures::local_addrs(),
-        );
+        let again = render(&desired, &ChangeSet::full(), Some(&r.applied));
         exec.run(&again.tx).unwrap();
         let listed = exec.list_table(Family::Ip, "kproxy").unwrap();
         assert!(listed.contains("map service-ips"), "{listed}");
@@ -90,12 +78,7 @@ fn partial_sync_touches_only_the_changed_service() {
         .applied()
         .expect("applied after a successful sync")
         .clone();
-    let r = render(
-        &desired,
-        &changed(&[&name]),
-        Some(&applied),
-        &fixtures::local_addrs(),
-    );
+    let r = render(&desired, &changed(&[&name]), Some(&applied));
     assert!(!r.full);
     let text = r.tx.to_string();
     for line in text.lines() {
@@ -178,6 +161,7 @@ fn apply_failure_forces_a_full_sync() {
     ns.exec(&["nft", "delete", "table", "ip", "kproxy"]);
     let svc1 = v4_port(&mut desired, "ns1");
     svc1.endpoints.cluster.pop();
+    fixtures::paths(svc1);
     let name = svc1.name.clone();
     let err = mode.sync(&desired, &changed(&[&name])).unwrap_err();
     assert!(err.to_string().contains("nft failed"), "{err}");
@@ -311,6 +295,7 @@ fn partial_syncs_converge_to_the_full_sync_table() {
     ];
     for step in steps {
         step(&mut desired.families[0]);
+        fixtures::refresh(&mut desired);
         let mut all: std::collections::BTreeSet<ServicePortName> = names.iter().cloned().collect();
         all.extend(desired.families[0].services.keys().cloned());
         let stats = mode
@@ -330,12 +315,7 @@ fn partial_syncs_converge_to_the_full_sync_table() {
     };
     let exec = Exec::new().in_netns(fresh.name());
     // Same slot ids as the mode's (they are kept across a full sync), so keys compare equal.
-    let full = render(
-        &desired,
-        &ChangeSet::full(),
-        mode.applied(),
-        &fixtures::local_addrs(),
-    );
+    let full = render(&desired, &ChangeSet::full(), mode.applied());
     exec.run(&full.tx).unwrap();
     let from_full = normalized(&fresh, "ip");
     for (k, v) in &from_full {

@@ -110,7 +110,7 @@ fn packets_follow_the_service_rules() {
     both.node_port = Some(3002);
     // Source ranges that leave out the external client (but contain the node's 192.168.0.2).
     both.load_balancer_ips = vec!["1.2.3.4".parse().unwrap()];
-    both.load_balancer_source_ranges = vec!["192.168.0.0/24".parse().unwrap()];
+    both.lb_allowed_sources = fixtures::lb_sources(&both, &["192.168.0.0/24"]);
     let none = port(
         "ns3",
         "none",
@@ -280,6 +280,7 @@ fn packets_follow_the_service_rules() {
         .find(|p| p.name.name == "pair")
         .unwrap();
     pair.endpoints.cluster.remove(0);
+    fixtures::paths(pair);
     let changes = ChangeSet {
         full: false,
         services: [pair.name.clone()].into(),

@@ -19,14 +19,9 @@ fn partial(names: &[ServicePortName]) -> ChangeSet {
 #[test]
 fn nothing_changed_renders_nothing() {
     let d = fixtures::external_mix();
-    let full = render(&d, &ChangeSet::full(), None, &fixtures::local_addrs());
+    let full = render(&d, &ChangeSet::full(), None);
     let names: Vec<_> = d.families[0].services.keys().cloned().collect();
-    let p = render(
-        &d,
-        &partial(&names),
-        Some(&full.applied),
-        &fixtures::local_addrs(),
-    );
+    let p = render(&d, &partial(&names), Some(&full.applied));
     assert!(!p.full);
     assert!(p.tx.is_empty(), "{}", p.tx);
     assert_eq!(p.applied, full.applied);
@@ -37,7 +32,7 @@ fn nothing_changed_renders_nothing() {
 #[test]
 fn shared_cluster_ip_is_reference_counted() {
     let mut d = fixtures::cluster_ip_general();
-    let full = render(&d, &ChangeSet::full(), None, &fixtures::local_addrs());
+    let full = render(&d, &ChangeSet::full(), None);
     let svc2: Vec<ServicePortName> = d.families[0]
         .services
         .keys()
@@ -45,22 +40,12 @@ fn shared_cluster_ip_is_reference_counted() {
         .cloned()
         .collect();
     d.families[0].services.remove(&svc2[0]);
-    let p = render(
-        &d,
-        &partial(&svc2[..1]),
-        Some(&full.applied),
-        &fixtures::local_addrs(),
-    );
+    let p = render(&d, &partial(&svc2[..1]), Some(&full.applied));
     assert!(!p.tx.to_string().contains("cluster-ips"), "{}", p.tx);
     for n in &svc2[1..] {
         d.families[0].services.remove(n);
     }
-    let p2 = render(
-        &d,
-        &partial(&svc2),
-        Some(&p.applied),
-        &fixtures::local_addrs(),
-    );
+    let p2 = render(&d, &partial(&svc2), Some(&p.applied));
     assert!(
         p2.tx
             .to_string()
@@ -75,18 +60,17 @@ fn shared_cluster_ip_is_reference_counted() {
 #[test]
 fn node_inputs_force_a_full_sync() {
     let d = fixtures::external_mix();
-    let full = render(&d, &ChangeSet::full(), None, &fixtures::local_addrs());
+    let full = render(&d, &ChangeSet::full(), None);
     let none = partial(&[]);
-    assert!(render(&d, &none, None, &fixtures::local_addrs()).full);
-    let mut moved = fixtures::local_addrs();
-    moved
-        .values_mut()
-        .for_each(|v| v.retain(|ip| ip.to_string() != "192.168.0.2"));
-    assert!(render(&d, &none, Some(&full.applied), &moved).full);
+    assert!(render(&d, &none, None).full);
+    // The node's NodePort addresses moved: 192.168.0.2 is gone.
+    let mut moved = d.clone();
+    moved.families[0].node.node_port_ips = kproxy_modes::model::NodePortIps::Only(vec![]);
+    assert!(render(&moved, &none, Some(&full.applied)).full);
     let mut d2 = d.clone();
     d2.families[0].node.masquerade_all = true;
-    assert!(render(&d2, &none, Some(&full.applied), &fixtures::local_addrs()).full);
-    assert!(!render(&d, &none, Some(&full.applied), &fixtures::local_addrs()).full);
+    assert!(render(&d2, &none, Some(&full.applied)).full);
+    assert!(!render(&d, &none, Some(&full.applied)).full);
 }
 
 /// A new port reuses the id a removed port freed in the same sync, and slot ids of surviving
@@ -94,7 +78,7 @@ fn node_inputs_force_a_full_sync() {
 #[test]
 fn slot_ids_are_stable_and_reused() {
     let mut d = fixtures::external_mix();
-    let full = render(&d, &ChangeSet::full(), None, &fixtures::local_addrs());
+    let full = render(&d, &ChangeSet::full(), None);
     let fam = &full.applied.families[&d.families[0].family];
     let svc1 = d.families[0].services.keys().next().unwrap().clone();
     let id1 = fam.services[&svc1].id;
@@ -109,22 +93,13 @@ fn slot_ids_are_stable_and_reused() {
         vec![fixtures::ep("10.180.9.1:80", false)],
     );
     new.node_port = Some(3009);
+    fixtures::paths(&mut new);
     let new_name = new.name.clone();
     d.families[0].services.insert(new_name.clone(), new);
-    let p = render(
-        &d,
-        &partial(&[svc1, new_name.clone()]),
-        Some(&full.applied),
-        &fixtures::local_addrs(),
-    );
+    let p = render(&d, &partial(&[svc1, new_name.clone()]), Some(&full.applied));
     let fam = &p.applied.families[&d.families[0].family];
     assert_eq!(fam.services[&new_name].id, id1);
-    let again = render(
-        &d,
-        &ChangeSet::full(),
-        Some(&p.applied),
-        &fixtures::local_addrs(),
-    );
+    let again = render(&d, &ChangeSet::full(), Some(&p.applied));
     let ids = |a: &kproxy_modes::nftables::Applied| -> Vec<u32> {
         a.families
             .values()
@@ -151,7 +126,7 @@ fn compact_applied_state_still_sees_endpoint_and_rule_changes() {
         vec![web(eps(&["10.180.9.1:80", "10.180.9.2:80"]))],
     )]);
     let name = d.families[0].services.keys().next().unwrap().clone();
-    let full = render(&d, &ChangeSet::full(), None, &fixtures::local_addrs());
+    let full = render(&d, &ChangeSet::full(), None);
 
     let d2 = fixtures::state(vec![(
         v4,
@@ -161,7 +136,6 @@ fn compact_applied_state_still_sees_endpoint_and_rule_changes() {
         &d2,
         &partial(std::slice::from_ref(&name)),
         Some(&full.applied),
-        &fixtures::local_addrs(),
     );
     let text = p.tx.to_string();
     assert!(
@@ -172,12 +146,7 @@ fn compact_applied_state_still_sees_endpoint_and_rule_changes() {
     assert!(!text.contains("chain") && !text.contains("{ 0"), "{text}");
 
     let d3 = fixtures::state(vec![(v4, vec![web(eps(&["10.180.9.1:80"]))])]);
-    let p = render(
-        &d3,
-        &partial(&[name]),
-        Some(&p.applied),
-        &fixtures::local_addrs(),
-    );
+    let p = render(&d3, &partial(&[name]), Some(&p.applied));
     let text = p.tx.to_string();
     assert!(
         text.contains("flush chain") && text.contains("mod 1 offset 0"),

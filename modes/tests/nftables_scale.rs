@@ -37,6 +37,7 @@ fn service(i: u32, endpoints: u32) -> ServicePort {
     if i.is_multiple_of(10) {
         sp.node_port = Some(30000 + (i / 10) as u16);
     }
+    fixtures::paths(&mut sp);
     sp
 }
 
@@ -53,7 +54,7 @@ fn adding_services_to_a_loaded_table_are_small_partial_syncs() {
     let exec = Exec::new().in_netns(ns.name());
     let (services, endpoints) = (500, 5);
     let mut d = desired(services, endpoints);
-    let r = render(&d, &ChangeSet::full(), None, &fixtures::local_addrs());
+    let r = render(&d, &ChangeSet::full(), None);
     exec.run(&r.tx).unwrap();
     // The first added Service has a NodePort (so chains of its own), the others are
     // ClusterIP-only: each sync names only the new Service's objects.
@@ -66,7 +67,7 @@ fn adding_services_to_a_loaded_table_are_small_partial_syncs() {
             full: false,
             services: [name].into(),
         };
-        let p = render(&d, &changes, Some(&applied), &fixtures::local_addrs());
+        let p = render(&d, &changes, Some(&applied));
         assert!(
             !p.full && p.tx.len() < 16,
             "partial sync too big:\n{}",

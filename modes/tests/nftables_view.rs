@@ -18,11 +18,7 @@ use kproxy_modes::{
 use netns::Netns;
 
 fn mode_in(ns: &Netns) -> NftablesMode<Exec> {
-    let addrs: Vec<_> = fixtures::local_addrs().into_values().flatten().collect();
-    NftablesMode::new(
-        Exec::new().in_netns(ns.name()),
-        Box::new(move || Ok(addrs.clone())),
-    )
+    NftablesMode::new(Exec::new().in_netns(ns.name()))
 }
 
 fn differences(mode: &NftablesMode<Exec>, desired: &DesiredState) -> Vec<Difference> {
@@ -142,6 +138,7 @@ fn adds_and_removes_by_partial_syncs_show_no_difference() {
         ],
     );
     added.node_port = Some(3088);
+    fixtures::paths(&mut added);
     let added_name = added.name.clone();
     fam.services.insert(added_name.clone(), added);
     mode.sync(&desired, &partial(&[&gone, &added_name]))

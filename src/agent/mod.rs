@@ -129,6 +129,19 @@ pub async fn run_observed(
     observer.shutdown().await;
 }
 
+/// nodePortAddresses CIDRs resolve against the node's addresses, read before each update (a
+/// change is a node-wide change). On failure the last addresses read stay in use.
+fn refresh_local_addresses(tracker: &mut Tracker) {
+    if tracker.needs_local_addresses() {
+        match kproxy_dataplane::addrs::local_addresses(None) {
+            Ok(addrs) => tracker.set_local_addresses(addrs),
+            Err(e) => {
+                warn!(error = %e, "cannot read local addresses; NodePorts keep the last known")
+            }
+        }
+    }
+}
+
 /// One sync: takes the tracker's state and hands it to the mode.
 async fn sync_once(
     tracker: &mut Tracker,
@@ -137,6 +150,7 @@ async fn sync_once(
     s: &mut Schedule,
     observer: &mut Observer,
 ) {
+    refresh_local_addresses(tracker);
     let Some((state, changes)) = tracker.update() else {
         s.next_periodic = Instant::now() + periods.sync;
         return;

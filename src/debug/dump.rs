@@ -4,8 +4,9 @@
 use std::fmt::Write;
 
 use kproxy_modes::model::{
-    DesiredState, Endpoint, ExcludedEndpoint, FamilyState, LocalTrafficDetector, NodePortAddresses,
-    ServicePort, TrafficPolicy,
+    DesiredState, Endpoint, ExcludedEndpoint, FamilyState, LocalTrafficDetector, Masquerade,
+    NoEndpointsVerdict, NodePortAddresses, NodePortIps, NodeSettings, Path, ServicePort,
+    TrafficPolicy,
 };
 
 /// The readable table.
@@ -33,7 +34,7 @@ fn family_table(out: &mut String, fam: &FamilyState) {
         out,
         "  pod traffic: {}   node ports on: {}   masquerade: mark {:#x}{}",
         detector(&n.local_traffic),
-        node_port_addrs(&n.node_port_addresses),
+        node_port_addrs(n),
         n.masquerade_mark,
         if n.masquerade_all {
             ", all traffic"
@@ -69,47 +70,52 @@ fn family_table(out: &mut String, fam: &FamilyState) {
 fn port_rows(p: &ServicePort) -> Vec<[String; 4]> {
     let mut rows = Vec::new();
     let name = p.name.to_string();
-    let mut vip_row = |vip: String, policy: TrafficPolicy, eps: &[Endpoint]| {
+    let mut vip_row = |vip: String, path: &Path| {
         let first = rows.is_empty();
         rows.push([
             if first { name.clone() } else { String::new() },
             vip,
-            policy_label(policy),
-            endpoint_list(eps, p),
+            policy_label(path.set),
+            path_endpoints(path, p),
         ]);
     };
     vip_row(
         format!("{} (cluster IP)", sock(p.cluster_ip, p.port)),
-        p.internal_policy,
-        p.internal_endpoints(),
+        &p.internal,
     );
-    if let Some(np) = p.node_port {
-        vip_row(
-            format!("*:{np} (node port)"),
-            p.external_policy,
-            p.external_endpoints(),
+    if let Some(ext) = &p.external {
+        let external_vips = (p
+            .node_port
+            .map(|np| format!("*:{np} (node port)"))
+            .into_iter())
+        .chain(
+            p.external_ips
+                .iter()
+                .map(|ip| format!("{} (external IP)", sock(*ip, p.port))),
+        )
+        .chain(
+            p.load_balancer_ips
+                .iter()
+                .map(|ip| format!("{} (load balancer)", sock(*ip, p.port))),
         );
-    }
-    for ip in &p.external_ips {
-        vip_row(
-            format!("{} (external IP)", sock(*ip, p.port)),
-            p.external_policy,
-            p.external_endpoints(),
-        );
-    }
-    for ip in &p.load_balancer_ips {
-        vip_row(
-            format!("{} (load balancer)", sock(*ip, p.port)),
-            p.external_policy,
-            p.external_endpoints(),
-        );
+        for vip in external_vips {
+            vip_row(vip, &ext.path);
+        }
     }
     let mut notes = Vec::new();
-    if p.external_policy == TrafficPolicy::Local && p.externally_accessible() {
-        notes.push(format!(
-            "pod and node traffic to external VIPs uses the Cluster set: {}",
-            endpoint_list(&p.endpoints.cluster, p)
-        ));
+    if let Some(ext) = &p.external {
+        if ext.short_circuit_local_traffic {
+            notes.push(format!(
+                "pod and node traffic to external VIPs uses the Cluster set: {}",
+                endpoint_list(&p.endpoints.cluster, p)
+            ));
+        }
+        notes.push(match ext.masquerade {
+            Masquerade::Always => "external traffic is masqueraded".to_owned(),
+            Masquerade::NodeOriginOnly => {
+                "external traffic keeps its source (the node's own is masqueraded)".to_owned()
+            }
+        });
     }
     if let Some(a) = p.session_affinity {
         notes.push(format!(
@@ -117,13 +123,9 @@ fn port_rows(p: &ServicePort) -> Vec<[String; 4]> {
             a.timeout_seconds
         ));
     }
-    if !p.load_balancer_source_ranges.is_empty() {
-        let r: Vec<String> = p
-            .load_balancer_source_ranges
-            .iter()
-            .map(|r| r.to_string())
-            .collect();
-        notes.push(format!("load balancer source ranges: {}", r.join(", ")));
+    if !p.lb_allowed_sources.is_empty() {
+        let r: Vec<String> = p.lb_allowed_sources.iter().map(|r| r.to_string()).collect();
+        notes.push(format!("load balancer IPs only from: {}", r.join(", ")));
     }
     if let Some(hc) = p.health_check_node_port {
         notes.push(format!("health check node port {hc}"));
@@ -144,6 +146,20 @@ fn policy_label(p: TrafficPolicy) -> String {
     match p {
         TrafficPolicy::Cluster => "Cluster".into(),
         TrafficPolicy::Local => "Local".into(),
+    }
+}
+
+/// A path's endpoints, or what happens to its traffic when it has none, and why.
+fn path_endpoints(path: &Path, p: &ServicePort) -> String {
+    match path.when_empty {
+        Some(n) => {
+            let verdict = match n.verdict {
+                NoEndpointsVerdict::Reject => "rejected",
+                NoEndpointsVerdict::Drop => "dropped",
+            };
+            format!("({}: {verdict})", n.reason)
+        }
+        None => endpoint_list(path.endpoints(&p.endpoints), p),
     }
 }
 
@@ -200,13 +216,21 @@ fn detector(d: &LocalTrafficDetector) -> String {
     }
 }
 
-fn node_port_addrs(a: &NodePortAddresses) -> String {
-    match a {
-        NodePortAddresses::All => "all local addresses".into(),
-        NodePortAddresses::Cidrs(c) => c
-            .iter()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
+/// The addresses NodePorts are served on, with the nodePortAddresses they were resolved from.
+fn node_port_addrs(n: &NodeSettings) -> String {
+    let list = |items: Vec<String>| match items.is_empty() {
+        true => "(none)".to_owned(),
+        false => items.join(", "),
+    };
+    match (&n.node_port_ips, &n.node_port_addresses) {
+        (NodePortIps::AllLocal, _) => "all local addresses".into(),
+        (NodePortIps::Only(ips), NodePortAddresses::Cidrs(cidrs)) => format!(
+            "{} (in {})",
+            list(ips.iter().map(ToString::to_string).collect()),
+            list(cidrs.iter().map(ToString::to_string).collect())
+        ),
+        (NodePortIps::Only(ips), NodePortAddresses::All) => {
+            list(ips.iter().map(ToString::to_string).collect())
+        }
     }
 }

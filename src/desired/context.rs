@@ -5,7 +5,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
-use kproxy_modes::model::{IpFamily, LocalTrafficDetector, NodePortAddresses, NodeSettings};
+use kproxy_modes::model::{
+    IpFamily, LocalTrafficDetector, NodePortAddresses, NodePortIps, NodeSettings,
+};
 
 /// The label upstream reads for the node's zone (topology hints).
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
@@ -58,6 +60,9 @@ pub struct NodeFacts {
     /// InternalIPs first, then ExternalIPs, as upstream orders node IPs.
     pub ips: Vec<IpAddr>,
     pub pod_cidrs: Vec<IpNet>,
+    /// The node's local addresses (all families), read from the kernel by the agent; needed
+    /// only to resolve nodePortAddresses CIDRs to the addresses NodePorts are served on.
+    pub local_addresses: Vec<IpAddr>,
 }
 
 impl NodeFacts {
@@ -102,6 +107,7 @@ impl NodeFacts {
             zone,
             ips,
             pod_cidrs,
+            local_addresses: Vec::new(),
         }
     }
 }
@@ -171,9 +177,11 @@ fn settings_for(family: IpFamily, opts: &ProxyOptions, facts: &NodeFacts) -> Nod
         DetectLocal::BridgeInterface(name) => LocalTrafficDetector::BridgeInterface(name.clone()),
         DetectLocal::InterfaceNamePrefix(p) => LocalTrafficDetector::InterfaceNamePrefix(p.clone()),
     };
+    let node_port_addresses = node_port_addresses(family, &opts.node_port_addresses, &node_ips);
     NodeSettings {
         local_traffic,
-        node_port_addresses: node_port_addresses(family, &opts.node_port_addresses, &node_ips),
+        node_port_ips: node_port_ips(family, &node_port_addresses, &facts.local_addresses),
+        node_port_addresses,
         node_ips,
         service_cidrs: in_family(&opts.service_cidrs),
         masquerade_all: opts.masquerade_all,
@@ -211,5 +219,30 @@ fn node_port_addresses(
         NodePortAddresses::All
     } else {
         NodePortAddresses::Cidrs(cidrs)
+    }
+}
+
+/// The local addresses of `family` inside nodePortAddresses, sorted, as upstream's
+/// `NodePortAddresses.GetNodeIPs` resolves them. Loopback addresses stay in when a CIDR covers
+/// them (upstream's health check servers listen there); a mode that cannot serve NodePorts on
+/// loopback leaves them out itself (see [`NodePortIps::Only`]).
+fn node_port_ips(family: IpFamily, addresses: &NodePortAddresses, local: &[IpAddr]) -> NodePortIps {
+    let NodePortAddresses::Cidrs(cidrs) = addresses else {
+        return NodePortIps::AllLocal;
+    };
+    let mut ips: Vec<IpAddr> = (local.iter())
+        .filter(|ip| IpFamily::of(ip) == family && cidrs.iter().any(|c| c.contains(*ip)))
+        .copied()
+        .collect();
+    ips.sort();
+    ips.dedup();
+    NodePortIps::Only(ips)
+}
+
+impl ProxyOptions {
+    /// Whether NodePorts depend on the node's local addresses (some nodePortAddresses entry,
+    /// `primary` included, restricts them): only then need they be read from the kernel.
+    pub fn needs_local_addresses(&self) -> bool {
+        !self.node_port_addresses.is_empty()
     }
 }

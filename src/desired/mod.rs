@@ -17,6 +17,7 @@ use kproxy_modes::model::{
 pub mod collisions;
 pub mod context;
 pub mod endpoints;
+pub mod paths;
 pub mod service;
 pub mod slice;
 
@@ -86,7 +87,20 @@ pub fn compute(
     slices: &[EndpointSlice],
     node: Option<&Node>,
 ) -> DesiredState {
-    let facts = node.map(NodeFacts::from_node).unwrap_or_default();
+    compute_with_local_addresses(opts, services, slices, node, &[])
+}
+
+/// [`compute`] on a node with these local addresses (they resolve nodePortAddresses CIDRs to
+/// the addresses NodePorts are served on; without them, a CIDR matches no address).
+pub fn compute_with_local_addresses(
+    opts: &ProxyOptions,
+    services: &[Service],
+    slices: &[EndpointSlice],
+    node: Option<&Node>,
+    local_addresses: &[std::net::IpAddr],
+) -> DesiredState {
+    let mut facts = node.map(NodeFacts::from_node).unwrap_or_default();
+    facts.local_addresses = local_addresses.to_vec();
     let ctx = NodeContext::new(opts, &facts);
     let mut names = slice::Names::default();
     let mut by_service: BTreeMap<(String, String), Vec<slice::Slice>> = BTreeMap::new();

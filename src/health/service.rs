@@ -11,7 +11,7 @@ use std::{
     },
 };
 
-use kproxy_modes::model::{DesiredState, NodePortAddresses, TrafficPolicy};
+use kproxy_modes::model::{DesiredState, NodePortIps, TrafficPolicy};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::{info, warn};
 
@@ -258,46 +258,21 @@ fn wanted(state: &DesiredState) -> (BTreeMap<ServiceName, u16>, BTreeMap<Service
     (ports, counts)
 }
 
+/// Where the health check servers listen: on every address when some family serves NodePorts on
+/// every local address, else on the NodePort addresses the compute resolved (loopback included,
+/// as upstream's health check server binds `nodePortAddresses.GetNodeIPs`).
 fn bind_to(state: &DesiredState) -> BindTo {
-    let mut cidrs = Vec::new();
+    let mut addrs = Vec::new();
     for family in &state.families {
-        match &family.node.node_port_addresses {
-            NodePortAddresses::All => return BindTo::All,
-            NodePortAddresses::Cidrs(c) => cidrs.extend(c.iter().copied()),
+        match &family.node.node_port_ips {
+            NodePortIps::AllLocal => return BindTo::All,
+            NodePortIps::Only(ips) => addrs.extend(ips.iter().copied()),
         }
     }
-    if cidrs.is_empty() {
+    if state.families.is_empty() {
         return BindTo::All;
     }
-    // Upstream listens everywhere when it cannot read the local addresses.
-    let Some(local) = local_addresses() else {
-        return BindTo::All;
-    };
-    let mut addrs: Vec<IpAddr> = local
-        .into_iter()
-        .filter(|ip| cidrs.iter().any(|c| c.contains(ip)))
-        .collect();
     addrs.sort();
     addrs.dedup();
     BindTo::Addrs(addrs)
-}
-
-/// This host's interface addresses.
-fn local_addresses() -> Option<Vec<IpAddr>> {
-    let addrs = match nix::ifaddrs::getifaddrs() {
-        Ok(a) => a,
-        Err(e) => {
-            warn!(error = %e, "cannot list local addresses; health checks listen on every address");
-            return None;
-        }
-    };
-    let ips = addrs
-        .filter_map(|a| a.address)
-        .filter_map(|a| {
-            a.as_sockaddr_in()
-                .map(|s| IpAddr::V4(s.ip()))
-                .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
-        })
-        .collect();
-    Some(ips)
 }

@@ -40,6 +40,8 @@ pub struct Tracker {
     /// range. Flat rather than a set per Service, which cost ~300 bytes a Service.
     slices_of: BTreeSet<(String, String, String)>,
     node: Option<Node>,
+    /// The node's local addresses, set by the agent (see [`Tracker::set_local_addresses`]).
+    local_addresses: Vec<std::net::IpAddr>,
     /// ServiceCIDR objects by name: their CIDRs join the configured service CIDRs.
     service_cidrs: BTreeMap<String, Vec<ipnet::IpNet>>,
     synced: BTreeSet<Kind>,
@@ -69,6 +71,7 @@ impl Tracker {
             names: Names::default(),
             slices_of: BTreeSet::new(),
             node: None,
+            local_addresses: Vec::new(),
             service_cidrs: BTreeMap::new(),
             synced: BTreeSet::new(),
             listing: BTreeMap::new(),
@@ -94,6 +97,19 @@ impl Tracker {
     /// This node's Node object, if listed (read by proxy health for node eligibility).
     pub fn node(&self) -> Option<&Node> {
         self.node.as_ref()
+    }
+
+    /// Whether the compute needs the node's local addresses ([`Tracker::set_local_addresses`]).
+    pub fn needs_local_addresses(&self) -> bool {
+        self.opts.needs_local_addresses()
+    }
+
+    /// The node's local addresses, read by the agent before each [`Tracker::update`]. They
+    /// resolve nodePortAddresses, a node-wide input: a change makes the next change set full.
+    pub fn set_local_addresses(&mut self, mut addrs: Vec<std::net::IpAddr>) {
+        addrs.sort();
+        addrs.dedup();
+        self.local_addresses = addrs;
     }
 
     pub fn apply(&mut self, event: Event) {
@@ -251,11 +267,12 @@ impl Tracker {
         if !self.is_ready() {
             return None;
         }
-        let facts = self
+        let mut facts = self
             .node
             .as_ref()
             .map(NodeFacts::from_node)
             .unwrap_or_default();
+        facts.local_addresses.clone_from(&self.local_addresses);
         let mut opts = self.opts.clone();
         opts.service_cidrs
             .extend(self.service_cidrs.values().flatten().copied());

@@ -8,7 +8,7 @@
 //!   them. A flow that was not DNATed has the VIP itself as reply source, so a flow cached while
 //!   the port had no endpoints is stale as soon as it has some;
 //! - otherwise, its original destination port is a UDP NodePort with endpoints (on an address
-//!   NodePorts are opened on, when nodePortAddresses restricts them), and its reply source is
+//!   NodePorts are served on, when nodePortAddresses restricts them), and its reply source is
 //!   none of the endpoints.
 //!
 //! Ports without endpoints are left alone: their flows cannot go anywhere better. Unlike
@@ -22,11 +22,10 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use ipnet::IpNet;
 use kproxy_dataplane::conntrack::{Entry, IPPROTO_UDP};
 
 use super::UdpPort;
-use crate::model::{DesiredState, IpFamily, NodePortAddresses};
+use crate::model::{DesiredState, IpFamily, NodePortIps};
 
 type Endpoints = BTreeSet<SocketAddr>;
 
@@ -38,8 +37,9 @@ pub struct Targets {
     /// still keeps them from being judged as NodePort flows.
     vips: BTreeMap<(IpAddr, u16), Endpoints>,
     node_ports: BTreeMap<u16, Endpoints>,
-    /// `None`: NodePorts are open on every local address.
-    node_port_cidrs: Option<Vec<IpNet>>,
+    /// `None`: NodePorts are open on every local address; else the desired state's resolved
+    /// NodePort addresses (the ones the modes and health checks use).
+    node_port_ips: Option<Vec<IpAddr>>,
 }
 
 impl Targets {
@@ -48,13 +48,13 @@ impl Targets {
             family,
             vips: BTreeMap::new(),
             node_ports: BTreeMap::new(),
-            node_port_cidrs: None,
+            node_port_ips: None,
         };
         let Some(state) = desired.family(family) else {
             return out;
         };
-        if let NodePortAddresses::Cidrs(cidrs) = &state.node.node_port_addresses {
-            out.node_port_cidrs = Some(cidrs.clone());
+        if let NodePortIps::Only(ips) = &state.node.node_port_ips {
+            out.node_port_ips = Some(ips.clone());
         }
         for port in state.services.values().filter_map(UdpPort::of) {
             for vip in &port.vips {
@@ -93,8 +93,8 @@ impl Targets {
         if let Some(eps) = self.vips.get(&(dst, dport)) {
             return misdirected(eps);
         }
-        let on_node_port_address = (self.node_port_cidrs.as_ref())
-            .is_none_or(|cidrs| cidrs.iter().any(|c| c.contains(&dst)));
+        let on_node_port_address =
+            (self.node_port_ips.as_ref()).is_none_or(|ips| ips.contains(&dst));
         on_node_port_address && self.node_ports.get(&dport).is_some_and(misdirected)
     }
 }

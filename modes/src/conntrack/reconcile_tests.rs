@@ -9,7 +9,7 @@ use kproxy_dataplane::conntrack::{Entry, IPPROTO_UDP};
 use super::*;
 use crate::{
     conntrack::tests::{flow, ip, sa, sp, state},
-    model::{IpFamily, NodePortAddresses, Protocol, ServicePort},
+    model::{IpFamily, NodePortAddresses, NodePortIps, Protocol, ServicePort},
 };
 
 const TCP: u8 = 6;
@@ -82,6 +82,7 @@ fn node_port_flows_count_only_on_node_port_addresses() {
     let mut desired = after_removal();
     let restricted = NodePortAddresses::Cidrs(vec!["192.168.0.2/32".parse().unwrap()]);
     desired.families[0].node.node_port_addresses = restricted;
+    desired.families[0].node.node_port_ips = NodePortIps::Only(vec![ip("192.168.0.2")]);
     // Not an address NodePorts are opened on: some remote server's port 30053.
     let remote = udp("203.0.113.9:30053", "203.0.113.9:30053");
     let local = udp("192.168.0.2:30053", "10.1.0.1:53");

@@ -35,6 +35,14 @@ pub(super) fn endpoint(addr: &str) -> Endpoint {
 
 pub(super) fn sp(name: &str, proto: Protocol, eps: &[&str]) -> ServicePort {
     let eps: Vec<Endpoint> = eps.iter().map(|e| endpoint(e)).collect();
+    // Both paths use the Cluster set, as the compute decides for Cluster policies.
+    let path = Path {
+        set: TrafficPolicy::Cluster,
+        when_empty: eps.is_empty().then_some(NoEndpoints {
+            verdict: NoEndpointsVerdict::Reject,
+            reason: NoEndpointsReason::NoEndpoints,
+        }),
+    };
     ServicePort {
         name: ServicePortName::new("ns", name, "p", proto),
         cluster_ip: ip("172.30.0.10"),
@@ -42,7 +50,7 @@ pub(super) fn sp(name: &str, proto: Protocol, eps: &[&str]) -> ServicePort {
         node_port: Some(30053),
         external_ips: vec![ip("198.51.100.7")],
         load_balancer_ips: vec![ip("1.2.3.4")],
-        load_balancer_source_ranges: vec![],
+        lb_allowed_sources: vec![],
         session_affinity: None,
         internal_policy: TrafficPolicy::Cluster,
         external_policy: TrafficPolicy::Cluster,
@@ -53,6 +61,12 @@ pub(super) fn sp(name: &str, proto: Protocol, eps: &[&str]) -> ServicePort {
             local: vec![],
             excluded: vec![],
         },
+        internal: path,
+        external: Some(ExternalPath {
+            path,
+            short_circuit_local_traffic: false,
+            masquerade: Masquerade::Always,
+        }),
     }
 }
 
@@ -61,6 +75,7 @@ pub(super) fn state(ports: Vec<ServicePort>) -> DesiredState {
         node_ips: vec![],
         local_traffic: LocalTrafficDetector::None,
         node_port_addresses: NodePortAddresses::All,
+        node_port_ips: NodePortIps::AllLocal,
         service_cidrs: vec![],
         masquerade_all: false,
         masquerade_mark: 0x4000,

@@ -7,8 +7,6 @@ pub mod names;
 pub mod render;
 pub mod view;
 
-use std::net::IpAddr;
-
 use kproxy_dataplane::{
     conntrack::ConntrackNetlink,
     nft::{Exec, Family, NftClient, NftError, NftTransaction, SpawnLog},
@@ -19,11 +17,11 @@ use tokio::time::{Duration, Instant};
 use crate::{
     Counter, Drift, Mode, ModeContext, ModeError, SyncError, SyncStats,
     conntrack::ConntrackHygiene,
-    model::{ChangeSet, DesiredState, IpFamily, NodePortAddresses},
+    model::{ChangeSet, DesiredState},
     registry::ModeSettings,
 };
 
-pub use render::{LocalAddrs, Rendered, render, state::Applied};
+pub use render::{Rendered, render, state::Applied};
 
 const MODE: &str = "nftables";
 
@@ -40,14 +38,9 @@ pub fn build(settings: &ModeSettings) -> Box<dyn Mode> {
     Box::new(NftablesMode::with_exec(exec))
 }
 
-/// Reads the node's local addresses (all families); called only when some family restricts
-/// NodePorts to CIDRs.
-pub type AddrSource = Box<dyn Fn() -> Result<Vec<IpAddr>, String> + Send>;
-
 /// The nftables [`Mode`]. Owns tables `ip kproxy` and `ip6 kproxy` and nothing else.
 pub struct NftablesMode<C: NftClient = Exec> {
     client: C,
-    addrs: AddrSource,
     /// What the last successful sync applied; `None` forces the next sync to be full.
     applied: Option<Applied>,
     /// Deletes stale UDP flows after each successful sync; `None` leaves conntrack alone.
@@ -59,7 +52,7 @@ pub struct NftablesMode<C: NftClient = Exec> {
 }
 
 impl NftablesMode<Exec> {
-    /// Runs `exec`'s nft, and reads local addresses and cleans UDP conntrack entries in the
+    /// Runs `exec`'s nft, and cleans UDP conntrack entries in the
     /// same network namespace.
     pub fn with_exec(exec: Exec) -> Self {
         let netns = exec.netns().clone();
@@ -67,21 +60,17 @@ impl NftablesMode<Exec> {
         let ours = SpawnLog::new();
         let exec = exec.with_spawn_log(ours.clone());
         let watch = drift::Watch::new(netns.clone(), ours);
-        let conntrack = ConntrackNetlink::new().with_netns(netns.clone());
-        let addrs: AddrSource = Box::new(move || {
-            kproxy_dataplane::addrs::local_addresses_in(&netns).map_err(|e| e.to_string())
-        });
-        let mut mode = Self::new(exec, addrs).with_conntrack(ConntrackHygiene::new(conntrack));
+        let conntrack = ConntrackNetlink::new().with_netns(netns);
+        let mut mode = Self::new(exec).with_conntrack(ConntrackHygiene::new(conntrack));
         mode.watch = Some(watch);
         mode
     }
 }
 
 impl<C: NftClient> NftablesMode<C> {
-    pub fn new(client: C, addrs: AddrSource) -> Self {
+    pub fn new(client: C) -> Self {
         Self {
             client,
-            addrs,
             applied: None,
             conntrack: None,
             last_full: None,
@@ -161,26 +150,6 @@ impl<C: NftClient> NftablesMode<C> {
             hygiene.after_sync(desired, changes);
         }
     }
-
-    fn local_addrs(&self, desired: &DesiredState) -> Result<LocalAddrs, ModeError> {
-        let mut out = LocalAddrs::new();
-        let needed = desired
-            .families
-            .iter()
-            .any(|f| matches!(f.node.node_port_addresses, NodePortAddresses::Cidrs(_)));
-        if !needed {
-            return Ok(out);
-        }
-        let addrs = (self.addrs)().map_err(|message| ModeError::Kernel {
-            mode: MODE,
-            op: "reading local addresses",
-            source: message.into(),
-        })?;
-        for ip in addrs {
-            out.entry(IpFamily::of(&ip)).or_default().push(ip);
-        }
-        Ok(out)
-    }
 }
 
 impl<C: NftClient + Send> Mode for NftablesMode<C> {
@@ -230,16 +199,8 @@ impl<C: NftClient + Send> Mode for NftablesMode<C> {
         {
             self.applied = None;
         }
-        let local = match self.local_addrs(desired) {
-            Ok(l) => l,
-            Err(error) => {
-                let full = self.applied.is_none() || changes.full;
-                self.applied = None;
-                return Err(SyncError { full, error });
-            }
-        };
         // Taken, not borrowed: on failure the cache is gone anyway (the next sync is full).
-        let rendered = render::render_owned(desired, changes, self.applied.take(), &local);
+        let rendered = render::render_owned(desired, changes, self.applied.take());
         let full = rendered.full;
         if !rendered.tx.is_empty()
             && let Err(e) = self.apply(&rendered.tx, full)

@@ -21,6 +21,9 @@ pub fn node(family: IpFamily) -> NodeSettings {
             node_ips: vec![ip("192.168.0.2")],
             local_traffic: LocalTrafficDetector::Cidrs(vec!["10.0.0.0/8".parse().unwrap()]),
             node_port_addresses: NodePortAddresses::Cidrs(vec!["192.168.0.2/32".parse().unwrap()]),
+            // What the compute resolves from the test node's addresses (127.0.0.1, 192.168.0.2,
+            // 192.168.1.2; ::1, 2001:db8::1, 2001:db8:1::2) inside the CIDR.
+            node_port_ips: NodePortIps::Only(vec![ip("192.168.0.2")]),
             service_cidrs: vec!["172.30.0.0/16".parse().unwrap()],
             masquerade_all: false,
             masquerade_mark: 0x4000,
@@ -29,6 +32,7 @@ pub fn node(family: IpFamily) -> NodeSettings {
             node_ips: vec![ip("2001:db8::1")],
             local_traffic: LocalTrafficDetector::Cidrs(vec!["fd00:10::/64".parse().unwrap()]),
             node_port_addresses: NodePortAddresses::Cidrs(vec!["2001:db8::1/128".parse().unwrap()]),
+            node_port_ips: NodePortIps::Only(vec![ip("2001:db8::1")]),
             service_cidrs: vec!["fd00:172:30::/112".parse().unwrap()],
             masquerade_all: false,
             masquerade_mark: 0x4000,
@@ -58,14 +62,14 @@ pub fn port(
     port: u16,
     eps: Vec<Endpoint>,
 ) -> ServicePort {
-    ServicePort {
+    let mut sp = ServicePort {
         name: ServicePortName::new(ns, name, port_name, proto),
         cluster_ip: ip(cip),
         port,
         node_port: None,
         external_ips: vec![],
         load_balancer_ips: vec![],
-        load_balancer_source_ranges: vec![],
+        lb_allowed_sources: vec![],
         session_affinity: None,
         internal_policy: TrafficPolicy::Cluster,
         external_policy: TrafficPolicy::Cluster,
@@ -76,7 +80,70 @@ pub fn port(
             local: vec![],
             excluded: vec![],
         },
+        internal: Path {
+            set: TrafficPolicy::Cluster,
+            when_empty: None,
+        },
+        external: None,
+    };
+    paths(&mut sp);
+    sp
+}
+
+/// Sets the port's paths from its policies, endpoint sets and VIPs as the compute decides them
+/// (`src/desired/paths.rs`); fixtures call it again after changing any of those.
+pub fn paths(sp: &mut ServicePort) {
+    let path = |set| Path {
+        set,
+        when_empty: sp
+            .endpoints
+            .set(set)
+            .is_empty()
+            .then_some(if sp.endpoints.has_any {
+                NoEndpoints {
+                    verdict: NoEndpointsVerdict::Drop,
+                    reason: NoEndpointsReason::NoLocalEndpoints,
+                }
+            } else {
+                NoEndpoints {
+                    verdict: NoEndpointsVerdict::Reject,
+                    reason: NoEndpointsReason::NoEndpoints,
+                }
+            }),
+    };
+    let local = sp.external_policy == TrafficPolicy::Local;
+    let internal = path(sp.internal_policy);
+    let external = sp.externally_accessible().then(|| ExternalPath {
+        path: path(sp.external_policy),
+        short_circuit_local_traffic: local,
+        masquerade: if local {
+            Masquerade::NodeOriginOnly
+        } else {
+            Masquerade::Always
+        },
+    });
+    (sp.internal, sp.external) = (internal, external);
+}
+
+/// [`paths`] for every port of `d`.
+pub fn refresh(d: &mut DesiredState) {
+    for f in &mut d.families {
+        f.services.values_mut().for_each(paths);
     }
+}
+
+/// `loadBalancerSourceRanges` as the compute turns them into allowed sources, with the LB IPs
+/// appended when a test node IP (192.168.0.2, 2001:db8::1) is inside a range.
+pub fn lb_sources(sp: &ServicePort, ranges: &[&str]) -> Vec<AllowedSource> {
+    let ranges: Vec<ipnet::IpNet> = ranges.iter().map(|r| r.parse().unwrap()).collect();
+    let node_ips = [ip("192.168.0.2"), ip("2001:db8::1")];
+    let node_inside = ranges
+        .iter()
+        .any(|r| node_ips.iter().any(|n| r.contains(n)));
+    let lb = sp.load_balancer_ips.iter().filter(|_| node_inside);
+    (ranges.iter().copied().map(AllowedSource::Range))
+        .chain(lb.copied().map(AllowedSource::Address))
+        .collect()
 }
 
 /// Sets a Local policy (internal or external) and fills the Local set as the tracker would.
@@ -93,6 +160,7 @@ pub fn local_policy(mut sp: ServicePort, internal: bool) -> ServicePort {
         .filter(|e| e.is_local)
         .cloned()
         .collect();
+    paths(&mut sp);
     sp
 }
 
@@ -107,7 +175,10 @@ pub fn state(families: Vec<(IpFamily, Vec<ServicePort>)>) -> DesiredState {
                 node: node(family),
                 services: ports
                     .into_iter()
-                    .map(|p| (p.name.clone(), p))
+                    .map(|mut p| {
+                        paths(&mut p);
+                        (p.name.clone(), p)
+                    })
                     .collect::<BTreeMap<_, _>>(),
             })
             .collect(),
@@ -197,10 +268,7 @@ pub fn external_mix() -> DesiredState {
     );
     svc1.node_port = Some(3001);
     svc1.load_balancer_ips = vec![ip("1.2.3.4")];
-    svc1.load_balancer_source_ranges = vec![
-        "203.0.113.0/25".parse().unwrap(),
-        "192.168.0.0/24".parse().unwrap(),
-    ];
+    svc1.lb_allowed_sources = lb_sources(&svc1, &["203.0.113.0/25", "192.168.0.0/24"]);
     let mut svc2 = port(
         "ns2",
         "svc2",
@@ -292,19 +360,4 @@ pub fn dual_stack() -> DesiredState {
     );
     v4.node_port = Some(3001);
     state(vec![(IpFamily::V4, vec![v4]), (IpFamily::V6, vec![v6])])
-}
-
-/// Local addresses as `ip addr` would report them on the test node.
-pub fn local_addrs() -> kproxy_modes::nftables::LocalAddrs {
-    [
-        (
-            IpFamily::V4,
-            vec![ip("127.0.0.1"), ip("192.168.0.2"), ip("192.168.1.2")],
-        ),
-        (
-            IpFamily::V6,
-            vec![ip("::1"), ip("2001:db8::1"), ip("2001:db8:1::2")],
-        ),
-    ]
-    .into()
 }

@@ -231,7 +231,8 @@ pub fn build(i: usize, s: &Spec, f: IpFamily) -> ServicePort {
         if node_allowed {
             ranges.push(node);
         }
-        sp.load_balancer_source_ranges = ranges.iter().map(|r| r.parse().unwrap()).collect();
+        let ranges: Vec<&str> = ranges.iter().map(String::as_str).collect();
+        sp.lb_allowed_sources = fixtures::lb_sources(&sp, &ranges);
     }
     sp.session_affinity = s.affinity.map(|t| SessionAffinity { timeout_seconds: t });
     if s.itp_local {
@@ -240,5 +241,6 @@ pub fn build(i: usize, s: &Spec, f: IpFamily) -> ServicePort {
     if s.etp_local {
         sp = fixtures::local_policy(sp, false);
     }
+    fixtures::paths(&mut sp);
     sp
 }

@@ -2,11 +2,13 @@
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use kproxy_modes::model::{IpFamily, ServicePort, ServicePortName, TrafficPolicy};
 
 use super::{
     context::NodeContext,
     endpoints::{self, Policies},
+    paths,
     slice::Slice,
 };
 
@@ -34,7 +36,7 @@ pub fn compute(
 ) -> Vec<ServicePort> {
     let mut out = Vec::new();
     for p in svc.ports.iter() {
-        for (family, _) in &ctx.families {
+        for (family, node) in &ctx.families {
             let Some(cluster_ip) = svc
                 .cluster_ips
                 .iter()
@@ -60,19 +62,24 @@ pub fn compute(
             };
             let slice_eps =
                 endpoints::collect(slices, &p.name, p.protocol, *family, &ctx.node_name);
+            let endpoints =
+                endpoints::categorize(&slice_eps, &policies, &ctx.node_name, ctx.zone.as_deref());
+            let source_ranges: Vec<IpNet> = (svc.source_ranges.iter())
+                .filter(|n| IpFamily::of(&n.addr()) == *family)
+                .copied()
+                .collect();
             out.push(ServicePort {
                 name: ServicePortName::new(namespace, name, &p.name, p.protocol),
                 cluster_ip,
                 port: p.port,
                 node_port: p.node_port,
+                lb_allowed_sources: paths::lb_allowed_sources(
+                    &source_ranges,
+                    &load_balancer_ips,
+                    &node.node_ips,
+                ),
                 external_ips,
                 load_balancer_ips,
-                load_balancer_source_ranges: svc
-                    .source_ranges
-                    .iter()
-                    .filter(|n| IpFamily::of(&n.addr()) == *family)
-                    .copied()
-                    .collect(),
                 session_affinity: svc.affinity,
                 internal_policy: svc.internal_policy,
                 external_policy: svc.external_policy,
@@ -80,12 +87,9 @@ pub fn compute(
                 health_check_node_port: svc.health_check_node_port.filter(|_| {
                     svc.is_load_balancer && svc.external_policy == TrafficPolicy::Local
                 }),
-                endpoints: endpoints::categorize(
-                    &slice_eps,
-                    &policies,
-                    &ctx.node_name,
-                    ctx.zone.as_deref(),
-                ),
+                internal: paths::internal(svc.internal_policy, &endpoints),
+                external: paths::external(svc.external_policy, externally_accessible, &endpoints),
+                endpoints,
             });
         }
     }

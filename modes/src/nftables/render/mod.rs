@@ -1,4 +1,4 @@
-//! The pure part of the mode: `render(desired, changes, applied, local addresses)` gives the
+//! The pure part of the mode: `render(desired, changes, applied)` gives the
 //! transaction to run and the state that will be applied once it succeeds.
 
 mod base;
@@ -17,16 +17,13 @@ use std::{
 
 use kproxy_dataplane::nft::{Family, NftTransaction};
 
-use crate::model::{ChangeSet, DesiredState, FamilyState, IpFamily, NodePortAddresses};
+use crate::model::{ChangeSet, DesiredState, FamilyState, IpFamily, NodePortIps};
 
 use self::{
     ctx::FamilyCtx,
     state::{Applied, FamilyApplied, ServiceObjects},
 };
 use super::names::{CLUSTER_IPS, HAIRPIN, TABLE, slot_map};
-
-/// Local addresses per family (read from the kernel at apply time), for NodePort addresses.
-pub type LocalAddrs = BTreeMap<IpFamily, Vec<IpAddr>>;
 
 /// The transaction for this sync and the state it establishes.
 #[derive(Debug)]
@@ -40,13 +37,8 @@ pub struct Rendered {
 /// Renders a sync. It is full when `changes.full`, when nothing is known to be applied, or when
 /// node-wide inputs changed (settings, NodePort addresses, the set of families); otherwise it
 /// touches only the changed Service ports and the shared sets' deltas.
-pub fn render(
-    desired: &DesiredState,
-    changes: &ChangeSet,
-    applied: Option<&Applied>,
-    local_addrs: &LocalAddrs,
-) -> Rendered {
-    render_owned(desired, changes, applied.cloned(), local_addrs)
+pub fn render(desired: &DesiredState, changes: &ChangeSet, applied: Option<&Applied>) -> Rendered {
+    render_owned(desired, changes, applied.cloned())
 }
 
 /// [`render`], consuming the applied state: the mode's sync path uses it so that a partial sync
@@ -55,11 +47,10 @@ pub fn render_owned(
     desired: &DesiredState,
     changes: &ChangeSet,
     applied: Option<Applied>,
-    local_addrs: &LocalAddrs,
 ) -> Rendered {
     let partial = applied
         .as_ref()
-        .is_some_and(|a| !changes.full && !node_inputs_changed(desired, a, local_addrs));
+        .is_some_and(|a| !changes.full && !node_inputs_changed(desired, a));
     if partial && let Some(mut next) = applied {
         let mut tx = NftTransaction::new();
         for fam in &desired.families {
@@ -75,38 +66,28 @@ pub fn render_owned(
             full: false,
         };
     }
-    render_full(desired, applied.as_ref(), local_addrs)
+    render_full(desired, applied.as_ref())
 }
 
-fn nodeport_ips(fam: &FamilyState, local_addrs: &LocalAddrs) -> Vec<IpAddr> {
-    let NodePortAddresses::Cidrs(cidrs) = &fam.node.node_port_addresses else {
-        return Vec::new();
-    };
-    let mut ips: Vec<IpAddr> = local_addrs
-        .get(&fam.family)
-        .into_iter()
-        .flatten()
-        .filter(|ip| !ip.is_loopback() && IpFamily::of(ip) == fam.family)
-        .filter(|ip| cidrs.iter().any(|c| c.contains(*ip)))
-        .copied()
-        .collect();
-    ips.sort();
-    ips.dedup();
-    ips
+/// The addresses the NodePort set holds when NodePorts are restricted (empty for `AllLocal`,
+/// which the base chain matches with `fib daddr type local`). Loopback is left out: a packet to
+/// 127.0.0.1 cannot be DNATed off the node without route_localnet, so nftables mode never serves
+/// NodePorts there, as upstream's nftables mode ("localhost NodePorts are not supported").
+fn nodeport_ips(fam: &FamilyState) -> Vec<IpAddr> {
+    match &fam.node.node_port_ips {
+        NodePortIps::AllLocal => Vec::new(),
+        NodePortIps::Only(ips) => ips.iter().filter(|ip| !ip.is_loopback()).copied().collect(),
+    }
 }
 
-fn node_inputs_changed(
-    desired: &DesiredState,
-    applied: &Applied,
-    local_addrs: &LocalAddrs,
-) -> bool {
+fn node_inputs_changed(desired: &DesiredState, applied: &Applied) -> bool {
     let families: BTreeSet<IpFamily> = desired.families.iter().map(|f| f.family).collect();
     if families != applied.families.keys().copied().collect() {
         return true;
     }
     desired.families.iter().any(|fam| {
         let a = &applied.families[&fam.family];
-        a.node != fam.node || a.nodeport_ips != nodeport_ips(fam, local_addrs)
+        a.node != fam.node || a.nodeport_ips != nodeport_ips(fam)
     })
 }
 
@@ -120,11 +101,7 @@ fn nft_family(f: IpFamily) -> Family {
 /// Replaces each family's table atomically: `add table; delete table` then the whole content,
 /// in the one transaction, so there is no moment without rules and any leftover (ours, from a
 /// previous run or version) is gone. Tables of families no longer served are deleted.
-fn render_full(
-    desired: &DesiredState,
-    applied: Option<&Applied>,
-    local_addrs: &LocalAddrs,
-) -> Rendered {
+fn render_full(desired: &DesiredState, applied: Option<&Applied>) -> Rendered {
     let mut tx = NftTransaction::new();
     let mut next = Applied::default();
     for f in [IpFamily::V4, IpFamily::V6] {
@@ -133,7 +110,7 @@ fn render_full(
     }
     for fam in &desired.families {
         let ctx = FamilyCtx::new(fam.family, &fam.node);
-        let np_ips = nodeport_ips(fam, local_addrs);
+        let np_ips = nodeport_ips(fam);
         let base_from = tx.len();
         base::render_base(&ctx, &np_ips, &mut tx);
         let fixed_rules = base::fixed_rule_counts(&ctx, &tx, base_from);

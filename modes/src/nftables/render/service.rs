@@ -1,9 +1,11 @@
 //! One Service port's chains, affinity sets and map elements, following upstream's per-packet
 //! semantics (see docs/modes/nftables.md for the path of each kind of packet).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use crate::model::{Endpoint, ServicePort, TrafficPolicy};
+use crate::model::{
+    Endpoint, Masquerade, NoEndpoints, NoEndpointsVerdict, ServicePort, TrafficPolicy,
+};
 
 use super::{
     super::names::{MARK_MASQ, ServiceNames, slot_map},
@@ -31,23 +33,28 @@ pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> (ServiceObj
     let mut chains = Rules::new();
     let mut sets = BTreeMap::new();
 
-    if !sp.externally_accessible() && sp.session_affinity.is_none() {
+    let ext = sp.external.as_ref();
+    if ext.is_none() && sp.session_affinity.is_none() {
         render_plain(sp, &mut out, &mut verdicts);
         out.verdicts = verdicts.into_boxed_slice();
         return (out, chains);
     }
 
-    let cluster_eps = truncated(&sp.endpoints.cluster);
-    let local_eps = truncated(&sp.endpoints.local);
-    let has_any = sp.endpoints.has_any;
-    // A set the port never uses is ignored even if non-empty (the model leaves it empty anyway).
-    let external = sp.externally_accessible();
-    let uses_local = sp.internal_policy == TrafficPolicy::Local
-        || (external && sp.external_policy == TrafficPolicy::Local);
-    // The Cluster set also serves the short-circuit of pod and node traffic under eTP=Local.
-    let uses_cluster = sp.internal_policy == TrafficPolicy::Cluster || external;
-    let cluster_chain = (uses_cluster && !cluster_eps.is_empty()).then(|| names.cluster_chain());
-    let local_chain = (uses_local && !local_eps.is_empty()).then(|| names.local_chain());
+    let cluster_eps = capped(&sp.endpoints.cluster);
+    let local_eps = capped(&sp.endpoints.local);
+    // The sets the port's paths use (the model leaves the others empty anyway); the Cluster set
+    // also serves the short-circuit of pod and node traffic under eTP=Local.
+    let uses = |set: TrafficPolicy| {
+        sp.internal.set == set
+            || ext.is_some_and(|e| {
+                e.path.set == set
+                    || (e.short_circuit_local_traffic && set == TrafficPolicy::Cluster)
+            })
+    };
+    let cluster_chain =
+        (uses(TrafficPolicy::Cluster) && !cluster_eps.is_empty()).then(|| names.cluster_chain());
+    let local_chain =
+        (uses(TrafficPolicy::Local) && !local_eps.is_empty()).then(|| names.local_chain());
     let policy_chain = |policy| match policy {
         TrafficPolicy::Cluster => cluster_chain.clone(),
         TrafficPolicy::Local => local_chain.clone(),
@@ -57,28 +64,26 @@ pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> (ServiceObj
         TrafficPolicy::Local => Target::Local,
     };
     // The chain each kind of traffic ends in; `None` when its endpoint set is empty.
-    let internal_chain = policy_chain(sp.internal_policy);
-    let external_policy_chain = policy_chain(sp.external_policy);
-    let external_chain = (has_any && external).then(|| names.external_chain());
+    let external_policy_chain = ext.and_then(|e| policy_chain(e.path.set));
+    // External traffic needs its own chain when it can reach an endpoint: through its path, or
+    // (pod and node traffic) through the short-circuit to the Cluster set.
+    let external_chain = ext
+        .filter(|e| {
+            e.path.when_empty.is_none()
+                || (e.short_circuit_local_traffic && cluster_chain.is_some())
+        })
+        .map(|_| names.external_chain());
+    // A path without endpoints gets the compute's verdict in the no-endpoint maps (checked after
+    // the external chain had its chance to short-circuit pod and node traffic).
+    let ext_when_empty = ext.and_then(|e| e.path.when_empty);
 
-    // No endpoints anywhere: REJECT. Endpoints, but none for this kind of traffic: DROP
-    // (after the external chain had its chance to short-circuit pod and node traffic).
-    let no_ep_verdict = if has_any {
-        Target::Drop
-    } else {
-        Target::Reject
-    };
     let mut verdict = |map, key, target| verdicts.push(Verdict { map, key, target });
 
     // Cluster IP.
     let cip = VKey::Ip(sp.cluster_ip);
-    match &internal_chain {
-        Some(_) => verdict(
-            VerdictMap::ServiceIps,
-            cip,
-            policy_target(sp.internal_policy),
-        ),
-        None => verdict(VerdictMap::NoEndpointServices, cip, no_ep_verdict),
+    match sp.internal.when_empty {
+        None => verdict(VerdictMap::ServiceIps, cip, policy_target(sp.internal.set)),
+        Some(n) => verdict(VerdictMap::NoEndpointServices, cip, no_endpoints(n)),
     };
 
     // External IPs and load-balancer IPs.
@@ -86,28 +91,23 @@ pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> (ServiceObj
         if external_chain.is_some() {
             verdict(VerdictMap::ServiceIps, VKey::Ip(*ip), Target::External);
         }
-        if external_policy_chain.is_none() {
-            verdict(VerdictMap::NoEndpointServices, VKey::Ip(*ip), no_ep_verdict);
+        if let Some(n) = ext_when_empty {
+            verdict(
+                VerdictMap::NoEndpointServices,
+                VKey::Ip(*ip),
+                no_endpoints(n),
+            );
         }
     }
 
     // loadBalancerSourceRanges: checked before DNAT for new connections to LB IPs only.
-    if !sp.load_balancer_ips.is_empty() && !sp.load_balancer_source_ranges.is_empty() {
+    if !sp.load_balancer_ips.is_empty() && !sp.lb_allowed_sources.is_empty() {
         let chain = names.firewall_chain();
-        let mut sources: Vec<String> = sp
-            .load_balancer_source_ranges
+        let sources: Vec<String> = sp
+            .lb_allowed_sources
             .iter()
             .map(ToString::to_string)
             .collect();
-        // A node whose address is allowed may reach a VIP-style LB that loops back with the
-        // LB IP as source, as upstream allows.
-        let node_allowed = sp
-            .load_balancer_source_ranges
-            .iter()
-            .any(|r| ctx.node.node_ips.iter().any(|ip| r.contains(ip)));
-        if node_allowed {
-            sources.extend(sp.load_balancer_ips.iter().map(ToString::to_string));
-        }
         chains.insert(
             chain,
             vec![format!("{ipx} saddr != {{ {} }} drop", sources.join(", "))],
@@ -126,32 +126,34 @@ pub fn render_service(ctx: &FamilyCtx, sp: &ServicePort, id: u32) -> (ServiceObj
                 Target::External,
             );
         }
-        if external_policy_chain.is_none() {
+        if let Some(n) = ext_when_empty {
             verdict(
                 VerdictMap::NoEndpointNodeports,
                 VKey::NodePort(np),
-                no_ep_verdict,
+                no_endpoints(n),
             );
         }
     }
 
-    if let Some(chain) = &external_chain {
+    if let (Some(chain), Some(e)) = (&external_chain, ext) {
         let mut rules = Vec::new();
-        match sp.external_policy {
+        // Pod and node traffic skips a Local policy, as if it went out to the load balancer and
+        // came back; the node's own traffic has a VIP-ish source address, so it is masqueraded.
+        let short_circuit = cluster_chain
+            .as_ref()
+            .filter(|_| e.short_circuit_local_traffic);
+        if let (Some(local), Some(cluster)) = (&ctx.if_local, short_circuit) {
+            rules.push(format!("{local} goto {cluster}"));
+        }
+        match e.masquerade {
             // Cluster policy may forward off-node: masquerade so replies come back through us.
-            TrafficPolicy::Cluster => rules.push(format!("jump {MARK_MASQ}")),
-            TrafficPolicy::Local => {
-                // Pod and node traffic skips the Local policy, as if it went out to the load
-                // balancer and came back; the node's own traffic has a VIP-ish source address,
-                // so it is masqueraded.
-                if let (Some(local), Some(cluster)) = (&ctx.if_local, &cluster_chain) {
-                    rules.push(format!("{local} goto {cluster}"));
-                }
-                rules.push(format!("fib saddr type local jump {MARK_MASQ}"));
-                if let Some(cluster) = &cluster_chain {
-                    rules.push(format!("fib saddr type local goto {cluster}"));
-                }
+            Masquerade::Always => rules.push(format!("jump {MARK_MASQ}")),
+            Masquerade::NodeOriginOnly => {
+                rules.push(format!("fib saddr type local jump {MARK_MASQ}"))
             }
+        }
+        if let Some(cluster) = short_circuit {
+            rules.push(format!("fib saddr type local goto {cluster}"));
         }
         if let Some(target) = &external_policy_chain {
             rules.push(format!("goto {target}"));
@@ -213,20 +215,15 @@ fn ep(e: &Endpoint) -> Ep {
 /// would make every partial sync cost O(Services).
 fn render_plain(sp: &ServicePort, out: &mut ServiceObjects, verdicts: &mut Vec<Verdict>) {
     let key = VKey::Ip(sp.cluster_ip);
-    let eps = truncated(sp.internal_endpoints());
-    if eps.is_empty() {
-        let target = if sp.endpoints.has_any {
-            Target::Drop
-        } else {
-            Target::Reject
-        };
+    if let Some(n) = sp.internal.when_empty {
         verdicts.push(Verdict {
             map: VerdictMap::NoEndpointServices,
             key,
-            target,
+            target: no_endpoints(n),
         });
         return;
     }
+    let eps = capped(sp.internal_endpoints());
     let n = eps.len() as u32;
     out.pick = Some((sp.name.protocol, n));
     verdicts.push(Verdict {
@@ -279,22 +276,23 @@ fn affinity_rules(
     rules
 }
 
-/// At most [`slots::MAX_ENDPOINTS`] endpoints per set (the key has 15 bits for them), deduped
-/// by address so one endpoint is not weighted twice.
-fn truncated(eps: &[Endpoint]) -> Vec<Endpoint> {
-    let mut seen = BTreeSet::new();
-    let out: Vec<Endpoint> = eps
-        .iter()
-        .filter(|e| seen.insert(e.addr))
-        .take(slots::MAX_ENDPOINTS)
-        .cloned()
-        .collect();
-    if out.len() < eps.len() {
+/// The no-endpoint map's target for the compute's verdict.
+fn no_endpoints(n: NoEndpoints) -> Target {
+    match n.verdict {
+        NoEndpointsVerdict::Reject => Target::Reject,
+        NoEndpointsVerdict::Drop => Target::Drop,
+    }
+}
+
+/// At most [`slots::MAX_ENDPOINTS`] endpoints per set: the slot key has 15 bits for them (a
+/// limit of this mode's key format). The compute already lists each endpoint once.
+fn capped(eps: &[Endpoint]) -> Vec<Endpoint> {
+    if eps.len() > slots::MAX_ENDPOINTS {
         tracing::warn!(
             endpoints = eps.len(),
-            used = out.len(),
-            "endpoint set truncated or deduplicated"
+            used = slots::MAX_ENDPOINTS,
+            "endpoint set truncated"
         );
     }
-    out
+    eps.iter().take(slots::MAX_ENDPOINTS).cloned().collect()
 }

@@ -11,8 +11,16 @@ use std::{
     sync::Arc,
 };
 
-use ipnet::IpNet;
 use serde::Serialize;
+
+mod node;
+mod paths;
+
+pub use node::{LocalTrafficDetector, NodePortAddresses, NodePortIps, NodeSettings};
+pub use paths::{
+    AllowedSource, ExternalPath, Masquerade, NoEndpoints, NoEndpointsReason, NoEndpointsVerdict,
+    Path,
+};
 
 /// An IP family; a dual-stack node has one [`FamilyState`] per family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -243,8 +251,9 @@ pub struct ServicePort {
     /// Load-balancer ingress IPs kproxy must capture (those with `ipMode: Proxy` are left out:
     /// the load balancer delivers that traffic to the node's own address).
     pub load_balancer_ips: Vec<IpAddr>,
-    /// When non-empty, traffic to load-balancer IPs is accepted only from these ranges.
-    pub load_balancer_source_ranges: Vec<IpNet>,
+    /// When non-empty, traffic to load-balancer IPs is accepted only from these sources: the
+    /// `loadBalancerSourceRanges`, then (when a node IP is inside one) the LB IPs themselves.
+    pub lb_allowed_sources: Vec<AllowedSource>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_affinity: Option<SessionAffinity>,
     pub internal_policy: TrafficPolicy,
@@ -252,6 +261,11 @@ pub struct ServicePort {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_check_node_port: Option<u16>,
     pub endpoints: ServiceEndpoints,
+    /// Traffic to the cluster IP.
+    pub internal: Path,
+    /// Traffic to NodePorts, external IPs and load-balancer IPs; `None` when the port has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalPath>,
 }
 
 impl ServicePort {
@@ -270,61 +284,22 @@ impl ServicePort {
             || !self.load_balancer_ips.is_empty()
     }
 
-    /// The endpoints for traffic to the cluster IP (internalTrafficPolicy applied).
+    /// The endpoints for traffic to the cluster IP (its [`Path`]'s set).
     pub fn internal_endpoints(&self) -> &[Endpoint] {
-        self.endpoints_for(self.internal_policy)
+        self.internal.endpoints(&self.endpoints)
     }
 
     /// The endpoints for traffic from outside to node ports, external IPs and load-balancer IPs
-    /// (externalTrafficPolicy applied). Pod and node traffic to those VIPs does not use this set
-    /// when the policy is `Local`: it short-circuits to [`ServiceEndpoints::cluster`].
+    /// (the external [`Path`]'s set; for a port not reachable from outside, the set its
+    /// external policy names, which the compute leaves empty unless the cluster IP uses it).
+    /// Pod and node traffic to those VIPs may short-circuit to [`ServiceEndpoints::cluster`]
+    /// instead: see [`ExternalPath::short_circuit_local_traffic`].
     pub fn external_endpoints(&self) -> &[Endpoint] {
-        self.endpoints_for(self.external_policy)
-    }
-
-    fn endpoints_for(&self, policy: TrafficPolicy) -> &[Endpoint] {
-        match policy {
-            TrafficPolicy::Cluster => &self.endpoints.cluster,
-            TrafficPolicy::Local => &self.endpoints.local,
+        match &self.external {
+            Some(e) => e.path.endpoints(&self.endpoints),
+            None => self.endpoints.set(self.external_policy),
         }
     }
-}
-
-/// How kproxy tells traffic from this node's pods apart from other traffic (`detectLocalMode`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "mode", content = "value")]
-pub enum LocalTrafficDetector {
-    /// No source counts as pod traffic.
-    None,
-    /// Sources inside these CIDRs (`ClusterCIDR`, or the node's `podCIDRs` for `NodeCIDR`).
-    Cidrs(Vec<IpNet>),
-    /// Packets entering through this bridge interface (`BridgeInterface`).
-    BridgeInterface(String),
-    /// Packets entering through interfaces with this name prefix (`InterfaceNamePrefix`).
-    InterfaceNamePrefix(String),
-}
-
-/// Where NodePorts are opened.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "mode", content = "cidrs")]
-pub enum NodePortAddresses {
-    /// Every local address of this family.
-    All,
-    /// Local addresses inside these CIDRs (`primary` already resolved to the node's IPs).
-    Cidrs(Vec<IpNet>),
-}
-
-/// Node facts and proxy settings for one IP family.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct NodeSettings {
-    pub node_ips: Vec<IpAddr>,
-    pub local_traffic: LocalTrafficDetector,
-    pub node_port_addresses: NodePortAddresses,
-    /// Service CIDRs: an unallocated IP inside them is dropped rather than routed.
-    pub service_cidrs: Vec<IpNet>,
-    pub masquerade_all: bool,
-    /// The fwmark bit that marks a packet for masquerading (`1 << masqueradeBit`).
-    pub masquerade_mark: u32,
 }
 
 /// Everything for one IP family.
