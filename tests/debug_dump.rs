@@ -107,3 +107,29 @@ fn an_invalid_flag_value_names_the_field_and_exits_non_zero() {
         "{stderr}"
     );
 }
+
+/// The per-path facts the compute decided are shown: each external path, its masquerading and
+/// short-circuit, and the allowed LB sources (`allowFromNode`: the node's 192.168.50.2 is in
+/// storefront's range, so its LB IP is allowed too).
+#[test]
+fn dump_shows_the_paths_and_allowed_sources() {
+    let (ok, stdout, stderr) = dump(&["--hostname-override", "node-a"]);
+    assert!(ok, "{stderr}");
+    for needle in [
+        "external traffic keeps its source (the node's own is masqueraded)",
+        "external traffic is masqueraded",
+        "load balancer IPs only from: 192.168.50.0/24, 192.168.60.10",
+        "node ports on: all local addresses",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in\n{stdout}");
+    }
+    let (ok, stdout, stderr) = dump(&["--hostname-override", "node-a", "-o", "json"]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("valid JSON");
+    let ingress = &v["families"][0]["services"][2];
+    assert_eq!(ingress["internal"]["set"], "Cluster");
+    assert_eq!(ingress["external"]["set"], "Local");
+    assert_eq!(ingress["external"]["short_circuit_local_traffic"], true);
+    assert_eq!(ingress["external"]["masquerade"], "node-origin-only");
+    assert_eq!(v["families"][0]["node"]["node_port_ips"]["mode"], "all-local");
+}
