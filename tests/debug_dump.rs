@@ -131,5 +131,8 @@ fn dump_shows_the_paths_and_allowed_sources() {
     assert_eq!(ingress["external"]["set"], "Local");
     assert_eq!(ingress["external"]["short_circuit_local_traffic"], true);
     assert_eq!(ingress["external"]["masquerade"], "node-origin-only");
-    assert_eq!(v["families"][0]["node"]["node_port_ips"]["mode"], "all-local");
+    assert_eq!(
+        v["families"][0]["node"]["node_port_ips"]["mode"],
+        "all-local"
+    );
 }
