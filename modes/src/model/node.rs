@@ -26,7 +26,8 @@ pub enum LocalTrafficDetector {
 pub enum NodePortAddresses {
     /// Every local address of this family.
     All,
-    /// Local addresses inside these CIDRs (`primary` already resolved to the node's IPs).
+    /// These CIDRs (`primary` already resolved to the node's IPs); the addresses inside them
+    /// are in [`NodeSettings::node_port_ips`].
     Cidrs(Vec<IpNet>),
 }
 
