@@ -5,11 +5,10 @@
 //!
 //! IP plan: pod C 10.0.0.2 <-> node 10.0.0.1; endpoints E1..E3 10.180.{0,1,2}.1 <-> node .254.
 
-#[path = "nftables/fixtures.rs"]
-mod fixtures;
+mod nftables;
+use kproxy_modes::testing::fixtures;
 use kproxy_testbed::netns;
-#[path = "nftables/wire.rs"]
-mod wire;
+use nftables::wire;
 
 use std::{
     collections::BTreeSet,

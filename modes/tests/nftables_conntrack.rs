@@ -5,11 +5,10 @@
 //! IP plan: pod C 10.0.0.2 <-> node N 10.0.0.1; endpoints E1 10.180.0.1 and E2 10.180.1.1,
 //! both with a UDP echo on port 53 that stays up throughout.
 
-#[path = "nftables/fixtures.rs"]
-mod fixtures;
+mod nftables;
+use kproxy_modes::testing::fixtures;
 use kproxy_testbed::netns;
-#[path = "nftables/wire.rs"]
-mod wire;
+use nftables::wire;
 
 use std::process::Command;
 

@@ -3,10 +3,9 @@
 //! transactions as the kernel does (all or nothing, dangling references and deletes of missing
 //! objects refused), so a partial transaction that nft would reject fails here too.
 
-#[path = "nftables/fixtures.rs"]
-mod fixtures;
-#[path = "nftables/world.rs"]
-mod world;
+mod nftables;
+use kproxy_modes::testing::fixtures;
+use nftables::world;
 
 use std::collections::BTreeSet;
 

@@ -3,11 +3,10 @@
 //! full and puts the rules back (traffic flows again); kproxy's own syncs and other programs'
 //! tables are not drift. Needs root (skipped otherwise), `ip`, `nft` and `socat`.
 
-#[path = "nftables/fixtures.rs"]
-mod fixtures;
+mod nftables;
+use kproxy_modes::testing::fixtures;
 use kproxy_testbed::netns;
-#[path = "nftables/wire.rs"]
-mod wire;
+use nftables::wire;
 
 use std::{
     sync::{Arc, mpsc},

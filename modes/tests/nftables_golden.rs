@@ -1,8 +1,7 @@
 //! Golden tests of the rendered nftables transaction text. Regenerate with
 //! `KPROXY_UPDATE_GOLDEN=1 cargo test -p kproxy-modes --test nftables_golden`.
 
-#[path = "nftables/fixtures.rs"]
-mod fixtures;
+use kproxy_modes::testing::fixtures;
 
 use std::path::PathBuf;
 

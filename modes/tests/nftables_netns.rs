@@ -1,8 +1,7 @@
 //! The rendered transactions against the real nft and kernel, in throwaway namespaces.
 //! Needs root (skipped otherwise) and `nft`, `ip`.
 
-#[path = "nftables/fixtures.rs"]
-mod fixtures;
+use kproxy_modes::testing::fixtures;
 use kproxy_testbed::netns;
 
 use kproxy_dataplane::nft::{Exec, Family, NftClient};

@@ -9,11 +9,10 @@
 //!   ep E2  10.180.1.1    <-> N 10.180.1.254
 //!   ext X  203.0.113.2   <-> N 203.0.113.1 and 192.168.0.2 (the node IP, NodePorts)
 
-#[path = "nftables/fixtures.rs"]
-mod fixtures;
+mod nftables;
+use kproxy_modes::testing::fixtures;
 use kproxy_testbed::netns;
-#[path = "nftables/wire.rs"]
-mod wire;
+use nftables::wire;
 
 use std::collections::BTreeSet;
 

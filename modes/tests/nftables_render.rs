@@ -1,7 +1,6 @@
 //! Pure tests of the renderer's sync decisions and partial diffs (no kernel needed).
 
-#[path = "nftables/fixtures.rs"]
-mod fixtures;
+use kproxy_modes::testing::fixtures;
 
 use kproxy_modes::{
     model::{ChangeSet, Protocol, ServicePortName},

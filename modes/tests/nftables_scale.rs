@@ -3,8 +3,7 @@
 //! full re-sync over the existing table. No timings here: performance is measured, beside a
 //! same-run baseline, by scripts/bench-nftables (docs/benchmarks.md).
 
-#[path = "nftables/fixtures.rs"]
-mod fixtures;
+use kproxy_modes::testing::fixtures;
 use kproxy_testbed::netns;
 
 use fixtures::{ep, port, state};

@@ -2,8 +2,7 @@
 //! loaded into throwaway namespaces, read back with `nft -j`, and compared by meaning with
 //! `view::expected`. Needs root (skipped otherwise) and `nft`, `ip`.
 
-#[path = "nftables/fixtures.rs"]
-mod fixtures;
+use kproxy_modes::testing::fixtures;
 use kproxy_testbed::netns;
 
 use std::collections::BTreeSet;

@@ -2,7 +2,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     sync::{Arc, Mutex},
 };
 
@@ -13,61 +13,23 @@ use kproxy_dataplane::conntrack::{
 use super::*;
 use crate::model::*;
 
-pub(super) fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
+use crate::testing::fixtures;
+pub(super) use crate::testing::fixtures::ip;
 
 pub(super) fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-pub(super) fn endpoint(addr: &str) -> Endpoint {
-    Endpoint {
-        addr: sa(addr),
-        is_local: false,
-        ready: true,
-        serving: true,
-        terminating: false,
-        node_name: None,
-        zone: None,
-    }
-}
-
+/// A UDP-style port reached at every kind of VIP: cluster IP, NodePort, an external IP and an
+/// LB IP, under Cluster policies.
 pub(super) fn sp(name: &str, proto: Protocol, eps: &[&str]) -> ServicePort {
-    let eps: Vec<Endpoint> = eps.iter().map(|e| endpoint(e)).collect();
-    // Both paths use the Cluster set, as the compute decides for Cluster policies.
-    let path = Path {
-        set: TrafficPolicy::Cluster,
-        when_empty: eps.is_empty().then_some(NoEndpoints {
-            verdict: NoEndpointsVerdict::Reject,
-            reason: NoEndpointsReason::NoEndpoints,
-        }),
-    };
-    ServicePort {
-        name: ServicePortName::new("ns", name, "p", proto),
-        cluster_ip: ip("172.30.0.10"),
-        port: 53,
-        node_port: Some(30053),
-        external_ips: vec![ip("198.51.100.7")],
-        load_balancer_ips: vec![ip("1.2.3.4")],
-        lb_allowed_sources: vec![],
-        session_affinity: None,
-        internal_policy: TrafficPolicy::Cluster,
-        external_policy: TrafficPolicy::Cluster,
-        health_check_node_port: None,
-        endpoints: ServiceEndpoints {
-            has_any: !eps.is_empty(),
-            cluster: eps,
-            local: vec![],
-            excluded: vec![],
-        },
-        internal: path,
-        external: Some(ExternalPath {
-            path,
-            short_circuit_local_traffic: false,
-            masquerade: Masquerade::Always,
-        }),
-    }
+    let eps = eps.iter().map(|e| fixtures::ep(e, false)).collect();
+    let mut sp = fixtures::port("ns", name, "p", proto, "172.30.0.10", 53, eps);
+    sp.node_port = Some(30053);
+    sp.external_ips = vec![ip("198.51.100.7")];
+    sp.load_balancer_ips = vec![ip("1.2.3.4")];
+    fixtures::paths(&mut sp);
+    sp
 }
 
 pub(super) fn state(ports: Vec<ServicePort>) -> DesiredState {

@@ -8,7 +8,7 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use super::netns::{Netns, sh};
+use kproxy_testbed::netns::{Netns, sh};
 
 pub struct Servers(pub Vec<Child>);
 

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use kproxy_modes::model::*;
 use proptest::{option, prelude::*, sample::select};
 
-use super::fixtures;
+use kproxy_modes::testing::fixtures;
 
 /// How many Service ports a world can hold.
 pub const SLOTS: usize = 6;

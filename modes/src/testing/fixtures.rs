@@ -1,6 +1,3 @@
-// Shared by several test binaries; each uses a subset.
-#![allow(dead_code)]
-
 //! Desired states shaped like the conformance cases, built directly in Rust.
 //!
 //! IP plan: node 192.168.0.2 / 2001:db8::1 (eth0), pods 10.0.0.0/8 / fd00:10::/64, services
@@ -9,7 +6,7 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use kproxy_modes::model::*;
+use crate::model::*;
 
 pub fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

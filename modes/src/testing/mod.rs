@@ -1,6 +1,11 @@
+//! What tests of modes and of what drives them share: [`fixtures`] (desired states shaped like
+//! the conformance cases) and [`RecordingMode`].
+//!
 //! A recording [`Mode`] for tests of what drives modes (the agent loop, health, metrics): it
 //! records every sync and can be told to fail or to report drift. Shipped in the crate, like
 //! knftables' fake, so every test crate uses this one instead of writing its own.
+
+pub mod fixtures;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
