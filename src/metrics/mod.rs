@@ -236,8 +236,8 @@ impl Metrics {
 /// A short, bounded label value for a skip reason (the full text is in the logs and in
 /// `debug dump`): label values must not carry object names.
 pub fn reason_class(reason: &str) -> &'static str {
-    if reason.contains("is already used by") {
-        "port-collision"
+    if let Some(loss) = crate::desired::collisions::Loss::of(reason) {
+        loss.class()
     } else if reason.starts_with("no ") && reason.ends_with(" label") {
         "missing-label"
     } else if reason == "no spec" {
