@@ -193,7 +193,11 @@ fn contested_services(services: &[Service]) -> Vec<String> {
             }
         }
     }
-    let mut out: Vec<String> = by_claim.into_values().filter(|v| v.len() > 1).flatten().collect();
+    let mut out: Vec<String> = by_claim
+        .into_values()
+        .filter(|v| v.len() > 1)
+        .flatten()
+        .collect();
     out.sort();
     out.dedup();
     out

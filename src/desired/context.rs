@@ -3,9 +3,9 @@
 
 use std::net::IpAddr;
 
+use super::node_ports::NodePortRules;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
-use super::node_ports::NodePortRules;
 use kproxy_modes::model::{
     IpFamily, LocalTrafficDetector, NodePortAddresses, NodePortIps, NodeSettings,
 };

@@ -34,7 +34,11 @@ impl ClaimBook {
     pub fn restart(&mut self, old: Option<&DesiredState>) {
         let prior: Holders = (old.into_iter().flat_map(|s| &s.families))
             .flat_map(|f| f.services.values())
-            .flat_map(|p| collisions::claims(p).into_iter().map(|c| (c, p.name.clone())))
+            .flat_map(|p| {
+                collisions::claims(p)
+                    .into_iter()
+                    .map(|c| (c, p.name.clone()))
+            })
             .collect();
         let refused = std::mem::take(&mut self.refused);
         *self = ClaimBook {

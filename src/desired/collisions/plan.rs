@@ -121,8 +121,7 @@ pub(super) fn decide(state: &DesiredState, losers: &Losers, rank: &Rank<'_>) -> 
     let involved: Vec<usize> = (0..cands.len())
         .filter(|&i| {
             let c = &cands[i];
-            c.is_loser
-                || (c.claims.iter()).any(|cl| claimants[cl].len() > 1 || hc.contains_key(cl))
+            c.is_loser || (c.claims.iter()).any(|cl| claimants[cl].len() > 1 || hc.contains_key(cl))
         })
         .collect();
     for &i in &involved {
@@ -160,7 +159,9 @@ fn candidates<'a>(state: &'a DesiredState, losers: &'a Losers, rank: &Rank<'_>) 
         }
     }
     for ((fam, name), full) in &losers.ports {
-        let in_state = state.family(*fam).is_some_and(|f| f.services.contains_key(name));
+        let in_state = state
+            .family(*fam)
+            .is_some_and(|f| f.services.contains_key(name));
         if !in_state {
             push(*fam, full, None);
         }
@@ -219,7 +220,11 @@ impl Table<'_, '_> {
                 .map(|(i, _)| *i)
                 .collect();
             // Nobody sure only in a cycle of ports taking each other's tuple: park them all.
-            let now = if sure.is_empty() { losers.into_iter().collect() } else { sure };
+            let now = if sure.is_empty() {
+                losers.into_iter().collect()
+            } else {
+                sure
+            };
             for i in now {
                 parked[i] = true;
             }
@@ -235,16 +240,19 @@ impl Table<'_, '_> {
         let mut lost = Vec::new();
         if parked[i] {
             let claim = c.cluster_claim();
-            let w = self.winner(&claim, parked).or_else(|| {
-                (self.claimants[&claim].iter().copied()).find(|&j| j != i)
-            });
+            let w = self
+                .winner(&claim, parked)
+                .or_else(|| (self.claimants[&claim].iter().copied()).find(|&j| j != i));
             lost.push((claim, by(w)));
         } else {
             for claim in &c.claims {
                 let served_hc = (hc.get(claim).into_iter().flatten()).find(|&&j| !parked[j]);
                 if let (Some(&j), Claim::NodePort(..)) = (served_hc, claim) {
                     let n = &self.cands[j].full.name;
-                    let why = format!("is the health check node port of {}/{}", n.namespace, n.name);
+                    let why = format!(
+                        "is the health check node port of {}/{}",
+                        n.namespace, n.name
+                    );
                     lost.push((claim.clone(), why));
                 } else if let Some(w) = self.winner(claim, parked).filter(|&w| w != i) {
                     lost.push((claim.clone(), by(Some(w))));

@@ -3,9 +3,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use kproxy_modes::model::{
-    IpFamily, ServicePort, ServicePortName, SkippedObject, TrafficPolicy,
-};
+use kproxy_modes::model::{IpFamily, ServicePort, ServicePortName, SkippedObject, TrafficPolicy};
 
 use super::{
     context::NodeContext,
