@@ -207,9 +207,11 @@ fn a_newcomer_loses_only_the_contested_tuple_and_is_reported_once() {
         let mine: Vec<_> = events.iter().filter(|e| e.note == case.reason).collect();
         assert_eq!(mine.len(), 1, "{}: {events:?}", case.what);
         assert_eq!(mine[0].reason, case.event, "{}", case.what);
-        assert!(
-            Loss::of(case.reason).is_some(),
-            "{}: no metric class",
+        let class = kproxy::metrics::reason_class(case.reason);
+        assert_eq!(
+            Loss::of(case.reason).map(Loss::class),
+            Some(class),
+            "{}",
             case.what
         );
     }
@@ -323,4 +325,34 @@ fn a_live_holder_keeps_its_claims_across_relists_changes_and_node_changes() {
         programmed(state).contains_key("10.96.0.30:7000/TCP"),
         "echo keeps its cluster IP"
     );
+}
+
+/// "kproxy's own `--service-node-port-range` (the API server's name and default) bounds what
+/// NodePorts it programs": the flag applies with or without `--config`, and is no field of the
+/// file (upstream's KubeProxyConfiguration has none: one in a file is an unknown field).
+#[test]
+fn the_node_port_range_is_a_flag_only() {
+    use clap::Parser;
+    use kproxy::cli::{Cli, resolve_config_text};
+    let flags = |args: &[&str]| {
+        let argv = [&["kproxy", "--hostname-override", NODE][..], args].concat();
+        Cli::try_parse_from(argv).unwrap().flags
+    };
+    let range = |f: &ProxyFlags| proxy_options(&resolve_config(f).unwrap()).node_ports.range;
+    assert_eq!(range(&flags(&[])).to_string(), "30000-32767");
+    let f = flags(&["--service-node-port-range", "20-30"]);
+    assert_eq!(range(&f).to_string(), "20-30");
+    let file = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n";
+    let cfg = resolve_config_text(&f, file).unwrap();
+    assert_eq!(
+        cfg.service_node_port_range.to_string(),
+        "20-30",
+        "applies over --config"
+    );
+    let with_field = format!("{file}serviceNodePortRange: 20-30\n");
+    // An unknown field, as any: warned and dropped (upstream's lenient decoding).
+    let cfg = resolve_config_text(&flags(&[]), &with_field).unwrap();
+    assert_eq!(cfg.service_node_port_range.to_string(), "30000-32767");
+    let bad = ["kproxy", "--service-node-port-range", "9-1"];
+    assert!(Cli::try_parse_from(bad).is_err());
 }
