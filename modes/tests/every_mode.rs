@@ -43,6 +43,9 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().expect("a tokio runtime")
 }
 
+/// One change to a desired state, returning the change set that names it.
+type Step<'a> = dyn Fn(&mut DesiredState) -> ChangeSet + 'a;
+
 #[track_caller]
 fn assert_reads_back(name: &str, mode: &dyn Mode, desired: &DesiredState) {
     let kernel = mode.kernel_view().unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -84,7 +87,7 @@ fn partial_syncs_end_where_the_desired_state_says() {
         let names: Vec<_> = ports.keys().cloned().collect();
         // Remove the first port, then change the endpoints of the second, then bring the first
         // back: each a partial sync naming only what changed.
-        let steps: Vec<Box<dyn Fn(&mut DesiredState) -> ChangeSet>> = vec![
+        let steps: Vec<Box<Step>> = vec![
             Box::new(|d| {
                 let fam = d
                     .families
