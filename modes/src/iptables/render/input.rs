@@ -84,3 +84,6 @@ fn ensure_jumps(
         input.insert(table, j.from, &j.spec);
     }
 }
+
+#[cfg(test)]
+mod tests;
