@@ -6,6 +6,7 @@
 
 pub mod conntrack;
 pub mod error;
+pub mod iptables;
 pub mod leftovers;
 mod mode;
 pub mod model;

@@ -2,7 +2,7 @@
 //! cleared from the node before a mode starts (the other modes' objects that would overlap).
 //! Adding a mode is one entry in [`MODES`].
 
-use crate::{Mode, ModeError, nftables};
+use crate::{Mode, ModeError, iptables, nftables};
 
 /// Settings every mode's constructor gets. Mode-only settings belong in a field of their own
 /// here, read by that mode alone, never in the shared node settings of the desired state.
@@ -45,10 +45,16 @@ pub struct Registration {
 }
 
 /// Every mode this build has.
-pub const MODES: &[Registration] = &[Registration {
-    name: "nftables",
-    build: nftables::build,
-}];
+pub const MODES: &[Registration] = &[
+    Registration {
+        name: "nftables",
+        build: nftables::build,
+    },
+    Registration {
+        name: "iptables",
+        build: iptables::build,
+    },
+];
 
 /// The names of the modes this build has.
 pub fn names() -> Vec<&'static str> {

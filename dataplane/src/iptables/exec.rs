@@ -6,7 +6,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use super::{Backend, Family, RestoreInput, SavedTable, Table, save::ParseError};
+use super::{Backend, Family, RestoreInput, SavedRule, SavedTable, Table, save::ParseError};
 
 /// How long `iptables-restore` waits for the xtables lock (`-w`), in seconds: other iptables
 /// users (the kubelet, CNI plugins) hold it briefly; waiting for ever would hang a sync.
@@ -93,6 +93,22 @@ impl Iptables {
         }))
     }
 
+    /// The rules of one chain (`iptables -t TABLE -S CHAIN`: cheap, unlike a save of a big
+    /// table); `None` when the chain (or, for legacy, the table) does not exist.
+    pub fn list_chain(
+        &self,
+        table: Table,
+        chain: &str,
+    ) -> Result<Option<Vec<SavedRule>>, IptablesError> {
+        let program = format!("{}-{}", self.family.command(), self.backend);
+        let args = ["-w", LOCK_WAIT_SECONDS, "-t", table.as_str(), "-S", chain];
+        match self.run(&program, &args, None) {
+            Ok(out) => Ok(Some(parse_list(&out))),
+            Err(IptablesError::Failed { stderr, .. }) if is_missing(&stderr, chain) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Applies `input` with `--noflush` (only what the input names changes), waiting at most
     /// [`LOCK_WAIT_SECONDS`] for the xtables lock.
     pub fn restore(&self, input: &RestoreInput) -> Result<(), IptablesError> {
@@ -146,6 +162,29 @@ impl Iptables {
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         })
     }
+}
+
+/// `-A CHAIN SPEC` lines of `iptables -S` (the `-N` / `-P` lines are left out).
+fn parse_list(out: &str) -> Vec<SavedRule> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("-A "))
+        .map(|rule| {
+            let (chain, spec) = rule.split_once(' ').unwrap_or((rule, ""));
+            SavedRule {
+                chain: chain.to_owned(),
+                spec: spec.to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// What the tools say when a chain (or a legacy table) does not exist. iptables-nft 1.8.9 says
+/// "chain `X' in table `nat' is incompatible, use 'nft' tool" for a chain that is not there.
+fn is_missing(stderr: &str, chain: &str) -> bool {
+    stderr.contains("No chain/target/match by that name")
+        || stderr.contains("does not exist")
+        || stderr.contains(&format!("chain `{chain}' in table"))
+            && stderr.contains("is incompatible")
 }
 
 fn is_file(path: &Path) -> bool {

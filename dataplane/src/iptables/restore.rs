@@ -19,7 +19,7 @@ struct Block {
     table: Table,
     /// `:CHAIN - [0:0]` lines; the tool wants them before the table's rules.
     chains: Vec<String>,
-    /// `-A`, `-D` and `-X` lines, in the order given.
+    /// `-A`, `-I`, `-D` and `-X` lines, in the order given.
     lines: Vec<String>,
 }
 
@@ -41,6 +41,11 @@ impl RestoreInput {
     /// Appends a rule: `spec` is what follows `-A CHAIN` (as `iptables-save` prints it).
     pub fn append(&mut self, table: Table, chain: &str, spec: &str) -> &mut Self {
         self.line(table, format!("-A {chain} {spec}"))
+    }
+
+    /// Inserts a rule at the top of `chain` (`-I CHAIN 1 SPEC`).
+    pub fn insert(&mut self, table: Table, chain: &str, spec: &str) -> &mut Self {
+        self.line(table, format!("-I {chain} 1 {spec}"))
     }
 
     /// Deletes the first rule of `chain` that matches `spec` exactly.
@@ -100,11 +105,12 @@ mod tests {
             .delete_chain(Table::Nat, "KUBE-SERVICES")
             .declare_chain(Table::Filter, "X")
             .append(Table::Filter, "X", "-j ACCEPT")
+            .insert(Table::Filter, "INPUT", "-j X")
             .declare_chain(Table::Nat, "KUBE-SVC-A");
         assert_eq!(
             input.to_string(),
             "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-A - [0:0]\n-D PREROUTING -j KUBE-SERVICES\n\
-             -X KUBE-SERVICES\nCOMMIT\n*filter\n:X - [0:0]\n-A X -j ACCEPT\nCOMMIT\n"
+             -X KUBE-SERVICES\nCOMMIT\n*filter\n:X - [0:0]\n-A X -j ACCEPT\n-I INPUT 1 -j X\nCOMMIT\n"
         );
     }
 

@@ -14,6 +14,10 @@ struct Args {
     /// The kproxy binary.
     #[arg(long, env = "KPROXY_BIN", default_value = "target/release/kproxy")]
     kproxy_bin: PathBuf,
+    /// The mode's known differences from upstream's expectations (default:
+    /// tests/conformance/differences/MODE.yaml, when it exists).
+    #[arg(long)]
+    differences: Option<PathBuf>,
     /// Scenario files (run regardless of their upstream_modes: the caller selects).
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -22,7 +26,11 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let differences = args
+        .differences
+        .unwrap_or_else(|| kproxy_testbed::conformance::differences::default_path(&args.mode));
     let opts = Options {
+        differences: kproxy_testbed::conformance::differences::load(&differences)?,
         mode: args.mode,
         kproxy_bin: args.kproxy_bin,
     };

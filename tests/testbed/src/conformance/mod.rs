@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod case;
+pub mod differences;
 pub mod judge;
 pub mod run;
 

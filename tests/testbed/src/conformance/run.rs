@@ -8,7 +8,7 @@ use crate::netns::unique_tag;
 use crate::process::run_in;
 use crate::server::Server;
 use anyhow::{Context, Result};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 pub struct Options {
     pub mode: String,
     pub kproxy_bin: PathBuf,
+    /// The mode's known differences from upstream (see `differences`).
+    pub differences: Vec<super::differences::Difference>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,6 +66,8 @@ struct Reporter<'a> {
     out: &'a mut dyn Write,
     tally: Tally,
     reported: BTreeSet<(usize, usize)>,
+    /// Known differences, by (step, flow): said on the flow's line.
+    notes: BTreeMap<(usize, usize), String>,
 }
 
 impl Reporter<'_> {
@@ -76,14 +80,19 @@ impl Reporter<'_> {
             flow + 1,
             f.name
         );
+        let note = self.notes.get(&(step, flow));
         match v {
             Verdict::Pass => {
                 self.tally.passed += 1;
-                writeln!(self.out, "PASS {head}")?;
+                match note {
+                    Some(note) => writeln!(self.out, "PASS {head} -- {note}")?,
+                    None => writeln!(self.out, "PASS {head}")?,
+                }
             }
             Verdict::Fail(why) => {
                 self.tally.failed += 1;
-                writeln!(self.out, "FAIL {head} -- {why}")?;
+                let note = note.map(|n| format!(" ({n})")).unwrap_or_default();
+                writeln!(self.out, "FAIL {head} -- {why}{note}")?;
             }
             Verdict::Skip(why) => {
                 self.tally.skipped += 1;
@@ -117,8 +126,14 @@ pub async fn run_file(path: &Path, opts: &Options, out: &mut dyn Write) -> Resul
         out,
         tally: Tally::default(),
         reported: BTreeSet::new(),
+        notes: BTreeMap::new(),
     };
-    let case = match Case::load(path) {
+    let case = Case::load(path).and_then(|mut case| {
+        let notes = super::differences::apply(&mut case, path, &opts.differences)?;
+        rep.notes.extend(notes);
+        Ok(case)
+    });
+    let case = match case {
         Ok(c) => c,
         Err(e) => {
             rep.tally.failed += 1;

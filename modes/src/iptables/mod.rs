@@ -1,0 +1,237 @@
+//! The iptables mode: upstream kube-proxy's iptables data plane (its chain layout, with a
+//! `KPROXY-` prefix), written with `iptables-restore --noflush` per family, on whichever iptables
+//! backend (nft or legacy) the node already uses. See docs/modes/iptables.md.
+
+pub mod apply;
+pub mod drift;
+pub mod names;
+pub mod render;
+pub mod view;
+
+use std::sync::OnceLock;
+
+use kproxy_dataplane::{
+    conntrack::ConntrackNetlink,
+    iptables::{Backend, Family, Iptables},
+    netns::Netns,
+};
+use tokio::time::{Duration, Instant};
+
+use crate::{
+    Counter, Drift, Mode, ModeContext, ModeError, SyncError, SyncStats,
+    conntrack::ConntrackHygiene,
+    model::{ChangeSet, DesiredState, IpFamily},
+    registry::{IptablesSettings, ModeSettings},
+    view::KernelView,
+};
+
+pub use render::{Applied, Rendered, render};
+
+const MODE: &str = "iptables";
+
+/// As upstream's iptables proxier: a full sync at least this often repairs whatever the cheap
+/// drift checks cannot see (a rule edited inside one of our chains).
+const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
+
+/// The registry's constructor: nothing runs until the first call that needs the kernel.
+pub fn build(settings: &ModeSettings) -> Box<dyn Mode> {
+    Box::new(IptablesMode::new(
+        settings.netns.clone(),
+        settings.iptables.clone(),
+    ))
+}
+
+/// The iptables [`Mode`]. Owns the `KPROXY-*` chains of the nat and filter tables of both
+/// families, and its jump rules in the built-in chains; nothing else.
+pub struct IptablesMode {
+    netns: Option<String>,
+    settings: IptablesSettings,
+    /// The backend in use: detected once, when first needed.
+    backend: OnceLock<Backend>,
+    /// What the last successful sync applied; `None` makes the next sync full.
+    applied: Option<Applied>,
+    last_full: Option<Instant>,
+    conntrack: Option<ConntrackHygiene>,
+    restore_failures: u64,
+}
+
+impl IptablesMode {
+    pub fn new(netns: Option<String>, settings: IptablesSettings) -> Self {
+        let conntrack = ConntrackNetlink::new().with_netns(Netns::from_name(netns.as_deref()));
+        Self {
+            netns,
+            settings,
+            backend: OnceLock::new(),
+            applied: None,
+            last_full: None,
+            conntrack: Some(ConntrackHygiene::new(conntrack)),
+            restore_failures: 0,
+        }
+    }
+
+    /// The backend this mode writes: whichever already holds more rules (see [`apply::detect`]).
+    pub fn backend(&self) -> Backend {
+        *self
+            .backend
+            .get_or_init(|| apply::detect(self.netns.as_deref()))
+    }
+
+    /// The tools of one family on our backend.
+    pub fn tools(&self, family: IpFamily) -> Iptables {
+        apply::tools(self.backend(), ipt_family(family), self.netns.as_deref())
+    }
+
+    /// True when the next sync will rewrite everything whatever the change set says.
+    pub fn needs_full_sync(&self) -> bool {
+        self.applied.is_none()
+    }
+
+    fn sync_inner(
+        &mut self,
+        desired: &DesiredState,
+        changes: &ChangeSet,
+    ) -> Result<bool, (bool, ModeError)> {
+        if self
+            .last_full
+            .is_some_and(|t| t.elapsed() >= FULL_SYNC_PERIOD)
+        {
+            self.applied = None;
+        }
+        let localhost = self.settings.localhost_node_ports;
+        let rendered = render(desired, changes, self.applied.take(), localhost);
+        let full = rendered.full;
+        if full {
+            apply::route_localnet(desired, localhost, self.netns.as_deref());
+        }
+        for w in &rendered.families {
+            let ipt = self.tools(w.family);
+            apply::write(&ipt, w, full).map_err(|e| (full, e))?;
+        }
+        if full {
+            // Families no longer served keep none of our chains.
+            for family in [IpFamily::V4, IpFamily::V6] {
+                if desired.family(family).is_none() {
+                    apply::clean(&self.tools(family)).map_err(|e| (full, e))?;
+                }
+            }
+        }
+        self.applied = Some(rendered.applied);
+        Ok(full)
+    }
+}
+
+pub(crate) fn ipt_family(f: IpFamily) -> Family {
+    match f {
+        IpFamily::V4 => Family::V4,
+        IpFamily::V6 => Family::V6,
+    }
+}
+
+impl Mode for IptablesMode {
+    fn name(&self) -> &'static str {
+        MODE
+    }
+
+    fn start(&mut self, _ctx: &ModeContext) -> Result<(), ModeError> {
+        let backend = self.backend();
+        tracing::info!(%backend, "iptables mode: using this iptables backend");
+        Ok(())
+    }
+
+    fn sync(
+        &mut self,
+        desired: &DesiredState,
+        changes: &ChangeSet,
+    ) -> Result<SyncStats, SyncError> {
+        match self.sync_inner(desired, changes) {
+            Ok(full) => {
+                if full {
+                    self.last_full = Some(Instant::now());
+                }
+                if let Some(ct) = &mut self.conntrack {
+                    ct.after_apply(desired, changes, full);
+                }
+                Ok(SyncStats::of(desired, full))
+            }
+            Err((full, error)) => {
+                // Nothing applied is trusted any more: the next sync is full.
+                self.applied = None;
+                self.restore_failures += 1;
+                Err(SyncError { full, error })
+            }
+        }
+    }
+
+    fn check_drift(&mut self) -> Result<Vec<Drift>, ModeError> {
+        let Some(applied) = &self.applied else {
+            return Ok(Vec::new());
+        };
+        let mut found = Vec::new();
+        for (family, fa) in &applied.families {
+            let ipt = self.tools(*family);
+            found.extend(drift::check(
+                &ipt,
+                *family,
+                fa,
+                applied.localhost_node_ports,
+            )?);
+        }
+        if !found.is_empty() {
+            self.applied = None;
+        }
+        Ok(found)
+    }
+
+    fn cleanup(&mut self) -> Result<Vec<String>, ModeError> {
+        self.applied = None;
+        let mut removed = Vec::new();
+        for backend in Backend::ALL {
+            for family in Family::ALL {
+                let ipt = apply::tools(backend, family, self.netns.as_deref());
+                if ipt.is_installed() {
+                    removed.extend(apply::clean(&ipt)?);
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    fn kernel_view(&self) -> Result<KernelView, ModeError> {
+        let mut out = KernelView::default();
+        for family in [IpFamily::V4, IpFamily::V6] {
+            let ipt = self.tools(family);
+            let tables = ipt
+                .save_all()
+                .map_err(|e| ModeError::kernel(MODE, "reading our chains", e))?;
+            let one = view::decode(family, &tables);
+            out.dests.extend(one.dests);
+            out.summary.extend(
+                one.summary
+                    .into_iter()
+                    .map(|s| format!("{} {s}", ipt.program("save"))),
+            );
+        }
+        Ok(out)
+    }
+
+    fn counters(&self) -> Vec<Counter> {
+        let mut out = vec![Counter {
+            name: "iptables_restore_failures",
+            help: "Syncs whose iptables-restore failed (each followed by a full sync).",
+            value: self.restore_failures,
+        }];
+        if let Some(ct) = &self.conntrack {
+            out.push(Counter {
+                name: "conntrack_deleted",
+                help: "Stale UDP conntrack entries deleted after syncs.",
+                value: ct.deleted(),
+            });
+            out.push(Counter {
+                name: "conntrack_failures",
+                help: "Conntrack reads or deletes that failed (logged; never a sync failure).",
+                value: ct.failures(),
+            });
+        }
+        out
+    }
+}

@@ -1,0 +1,57 @@
+//! Golden tests of the rendered `iptables-restore --noflush` input, per fixture and family, for
+//! a full sync against empty tables (so every jump is inserted). Regenerate with
+//! `KPROXY_UPDATE_GOLDEN=1 cargo test -p kproxy-modes --test iptables_golden`.
+
+use std::path::PathBuf;
+
+use kproxy_modes::{
+    iptables::render::{self, input::restore_input},
+    model::{ChangeSet, DesiredState},
+    testing::fixtures,
+};
+
+fn golden(name: &str, text: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/iptables")
+        .join(format!("{name}.rules"));
+    if std::env::var_os("KPROXY_UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (set KPROXY_UPDATE_GOLDEN=1)", path.display()));
+    assert!(
+        want == text,
+        "{} differs from the rendered text:\n{text}",
+        path.display()
+    );
+}
+
+/// Each family's input, headed by the tool that reads it.
+fn full_sync_text(desired: &DesiredState) -> String {
+    let r = render::render(desired, &ChangeSet::full(), None, true);
+    assert!(r.full);
+    r.families
+        .iter()
+        .map(|w| format!("# {:?}\n{}", w.family, restore_input(w, Some(&[]))))
+        .collect()
+}
+
+#[test]
+fn full_sync_of_cluster_ips_matches_golden() {
+    golden(
+        "cluster-ip-general",
+        &full_sync_text(&fixtures::cluster_ip_general()),
+    );
+}
+
+#[test]
+fn full_sync_of_external_policies_matches_golden() {
+    golden("external-mix", &full_sync_text(&fixtures::external_mix()));
+}
+
+#[test]
+fn full_sync_of_dual_stack_matches_golden() {
+    golden("dual-stack", &full_sync_text(&fixtures::dual_stack()));
+}
