@@ -4,10 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Node;
-use kproxy_modes::model::{
-    ChangeSet, DesiredState, IpFamily, Protocol, ServicePortName, SkippedObject,
-};
-use tracing::warn;
+use kproxy_modes::model::{ChangeSet, DesiredState, IpFamily, Protocol, ServicePortName};
 
 use crate::{
     desired::{
@@ -20,8 +17,10 @@ use crate::{
 };
 
 mod claims;
+mod skips;
 mod stored;
 
+use skips::Skips;
 use stored::{Stored, key_of};
 
 /// `(namespace, name)` of a namespaced object.
@@ -51,8 +50,8 @@ pub struct Tracker {
     dirty: BTreeSet<Key>,
     ctx: Option<NodeContext>,
     state: Option<DesiredState>,
-    skipped_services: BTreeMap<Key, SkippedObject>,
-    skipped_slices: BTreeMap<Key, SkippedObject>,
+    /// What was skipped, and why.
+    skips: Skips,
     /// Service ports left out because they collide with an older Service's.
     parked: desired::collisions::Parked,
     /// How many candidate ports claim each VIP tuple or NodePort, and how many tuples have more
@@ -78,8 +77,7 @@ impl Tracker {
             dirty: BTreeSet::new(),
             ctx: None,
             state: None,
-            skipped_services: BTreeMap::new(),
-            skipped_slices: BTreeMap::new(),
+            skips: Skips::default(),
             parked: Default::default(),
             claim_counts: Default::default(),
             contested: 0,
@@ -153,28 +151,27 @@ impl Tracker {
             Stored::Service(key, svc) => {
                 // As for slices: a change only in fields the compute does not read changes nothing.
                 if self.services.get(&key) != Some(&svc) {
+                    // Logged here, where the Service changed, so a skip is logged once per change.
+                    if let Err(outcome) = &svc.spec {
+                        desired::skipped_service(&key.0, &key.1, outcome)
+                            .inspect(desired::log_skipped);
+                    }
                     self.services.insert(key.clone(), svc);
                     self.dirty.insert(key);
                 }
             }
-            Stored::Slice(key, slice) => {
+            Stored::Slice(key, slice, skipped) => {
+                self.skips.note_slice(&key, skipped);
                 // A change only in fields the compute does not read changes nothing.
                 if self.slices.get(&key) == Some(&slice) {
                     return;
                 }
                 self.remove_slice(&key);
-                match &slice.service {
-                    Some(name) => {
-                        let (ns, svc) = (key.0.clone(), name.to_string());
-                        self.slices_of
-                            .insert((ns.clone(), svc.clone(), key.1.clone()));
-                        self.dirty.insert((ns, svc));
-                    }
-                    None => {
-                        warn!(namespace = %key.0, name = %key.1, "skipping EndpointSlice without a {} label", desired::SERVICE_NAME_LABEL);
-                        self.skipped_slices
-                            .insert(key.clone(), desired::skipped_slice(&key.0, &key.1));
-                    }
+                if let Some(name) = &slice.service {
+                    let (ns, svc) = (key.0.clone(), name.to_string());
+                    self.slices_of
+                        .insert((ns.clone(), svc.clone(), key.1.clone()));
+                    self.dirty.insert((ns, svc));
                 }
                 self.slices.insert(key, slice);
             }
@@ -194,7 +191,11 @@ impl Tracker {
                     self.dirty.insert(key);
                 }
             }
-            Object::EndpointSlice(slice) => self.remove_slice(&key_of(&slice.metadata)),
+            Object::EndpointSlice(slice) => {
+                let key = key_of(&slice.metadata);
+                self.skips.forget_slice(&key);
+                self.remove_slice(&key);
+            }
             Object::Node(node) => {
                 if node.metadata.name.as_deref() == Some(self.opts.node_name.as_str()) {
                     self.node = None;
@@ -208,7 +209,6 @@ impl Tracker {
     }
 
     fn remove_slice(&mut self, key: &Key) {
-        self.skipped_slices.remove(key);
         let Some(old) = self.slices.remove(key) else {
             return;
         };
@@ -245,6 +245,7 @@ impl Tracker {
                     .cloned()
                     .collect();
                 for key in gone {
+                    self.skips.forget_slice(&key);
                     self.remove_slice(&key);
                 }
             }
@@ -267,6 +268,8 @@ impl Tracker {
         if !self.is_ready() {
             return None;
         }
+        self.skips
+            .check_node(&self.opts.node_name, self.node.is_some());
         let mut facts = self
             .node
             .as_ref()
@@ -283,7 +286,7 @@ impl Tracker {
         if self.state.is_none() || self.ctx.as_ref() != Some(&ctx) {
             // Node facts feed every Service's result: recompute all of them.
             self.state = Some(desired::empty_state(&ctx));
-            self.skipped_services.clear();
+            self.skips.services.clear();
             self.parked.clear();
             self.claim_counts.clear();
             self.contested = 0;
@@ -311,10 +314,7 @@ impl Tracker {
             // Nothing contested and nothing parked: drop any reasons left from earlier passes.
             self.parked.clear();
         }
-        state.skipped = self
-            .skipped_services
-            .values()
-            .chain(self.skipped_slices.values())
+        state.skipped = (self.skips.all())
             .chain(self.parked.skipped())
             .cloned()
             .collect();
@@ -355,7 +355,7 @@ impl Tracker {
                 }
             }
         }
-        self.skipped_services.remove(key);
+        self.skips.services.remove(key);
         let mut new_ports = Vec::new();
         match self.services.get(key).map(|svc| &svc.spec) {
             Some(Ok(spec)) => {
@@ -371,8 +371,7 @@ impl Tracker {
             }
             Some(Err(outcome)) => {
                 if let Some(s) = desired::skipped_service(&key.0, &key.1, outcome) {
-                    warn!(service = %format!("{}/{}", key.0, key.1), reason = %s.reason, "skipping invalid Service");
-                    self.skipped_services.insert(key.clone(), s);
+                    self.skips.services.insert(key.clone(), s);
                 }
             }
             None => {}
