@@ -37,8 +37,14 @@ fn evil_services() -> Vec<Service> {
 }
 
 fn objects(services: &[Service], slices: &[EndpointSlice]) -> [Event; 3] {
-    let svcs = services.iter().cloned().map(|s| Object::Service(Box::new(s)));
-    let slices = slices.iter().cloned().map(|s| Object::EndpointSlice(Box::new(s)));
+    let svcs = services
+        .iter()
+        .cloned()
+        .map(|s| Object::Service(Box::new(s)));
+    let slices = slices
+        .iter()
+        .cloned()
+        .map(|s| Object::EndpointSlice(Box::new(s)));
     let node = Object::Node(Box::new(node(NODE, Some("zone-a"), &["192.168.0.2"])));
     [
         Event::Replace(Kind::Service, svcs.collect()),
@@ -49,7 +55,9 @@ fn objects(services: &[Service], slices: &[EndpointSlice]) -> [Event; 3] {
 
 fn tracker(services: &[Service], slices: &[EndpointSlice]) -> Tracker {
     let mut t = Tracker::new(opts());
-    objects(services, slices).into_iter().for_each(|e| t.apply(e));
+    objects(services, slices)
+        .into_iter()
+        .for_each(|e| t.apply(e));
     t
 }
 
@@ -60,10 +68,12 @@ fn vip(ip: &str) -> String {
 
 /// Runs `tx` in the fake, and with root also through `nft -c` in a scratch namespace.
 fn load(fake: &FakeNft, tx: &NftTransaction) {
-    fake.run(tx).unwrap_or_else(|e| panic!("FakeNft refused: {e}\n{tx}"));
+    fake.run(tx)
+        .unwrap_or_else(|e| panic!("FakeNft refused: {e}\n{tx}"));
     if let Some(ns) = kproxy_testbed::netns::Netns::scratch() {
         let exec = Exec::new().in_netns(ns.name());
-        exec.check(tx).unwrap_or_else(|e| panic!("nft -c refused: {e}\n{tx}"));
+        exec.check(tx)
+            .unwrap_or_else(|e| panic!("nft -c refused: {e}\n{tx}"));
     }
 }
 
@@ -95,10 +105,16 @@ fn hostile_names_are_skipped_and_valid_services_are_still_programmed() {
     let fake = FakeNft::new();
     load(&fake, &rendered.tx);
     let text = rendered.tx.to_string();
-    assert!(!text.contains("pwned") && !text.contains("ht\ntp"), "{text}");
+    assert!(
+        !text.contains("pwned") && !text.contains("ht\ntp"),
+        "{text}"
+    );
     assert!(fake.dump().contains(&vip("172.30.0.5")), "{}", fake.dump());
 
-    t.apply(Event::Apply(Object::Service(Box::new(good("new", "172.30.0.6")))));
+    t.apply(Event::Apply(Object::Service(Box::new(good(
+        "new",
+        "172.30.0.6",
+    )))));
     let (state, changes) = t.update().expect("ready");
     let next = nftables::render(state, &changes, Some(&rendered.applied));
     assert!(!next.full, "a partial sync");
@@ -220,7 +236,11 @@ fn dump(dir: &std::path::Path, format: &[&str]) -> String {
         .args(format)
         .output()
         .expect("run kproxy");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -230,8 +250,16 @@ fn dump(dir: &std::path::Path, format: &[&str]) -> String {
 fn debug_dump_lists_what_was_skipped_and_why() {
     let dir = tempfile::tempdir().unwrap();
     let mut docs: Vec<Value> = vec![serde_json::to_value(good("web", "172.30.0.5")).unwrap()];
-    docs.extend(evil_services().iter().map(|s| serde_json::to_value(s).unwrap()));
-    docs.extend(bad_slices().iter().map(|s| serde_json::to_value(s).unwrap()));
+    docs.extend(
+        evil_services()
+            .iter()
+            .map(|s| serde_json::to_value(s).unwrap()),
+    );
+    docs.extend(
+        bad_slices()
+            .iter()
+            .map(|s| serde_json::to_value(s).unwrap()),
+    );
     let list = json!({"apiVersion": "v1", "kind": "List", "items": docs});
     std::fs::write(dir.path().join("bad.json"), list.to_string()).unwrap();
 

@@ -53,8 +53,7 @@ impl Skips {
         } else if !self.node_reported {
             self.node_reported = true;
             warn!(
-                node = %desired::validate::shown(node_name),
-                "no Node object named {:?} exists: check --hostname-override (the node name \
+                "no Node object named \"{}\" exists: check --hostname-override (the node name \
                  defaults to the host name); /healthz fails until it exists",
                 desired::validate::shown(node_name)
             );
