@@ -288,7 +288,7 @@ mod tests {
         assert_eq!(a, Slice::convert(&slice("node-a", "y"), &mut names).slice);
         assert_ne!(a, Slice::convert(&slice("node-b", "x"), &mut names).slice);
         for i in 0..100 {
-            Slice::convert(&slice(&format!("gone-{i}"), "x"), &mut names).slice;
+            Slice::convert(&slice(&format!("gone-{i}"), "x"), &mut names);
         }
         names.prune();
         assert!(names.names.iter().any(|n| &**n == "node-a"));

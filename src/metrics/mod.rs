@@ -238,7 +238,8 @@ impl Metrics {
 pub fn reason_class(reason: &str) -> &'static str {
     // (pattern, class), first match wins; the patterns are the fixed parts of the reasons
     // `desired` writes (see `desired::validate` and the Service and slice conversions).
-    const CLASSES: [(fn(&str) -> bool, &str); 10] = [
+    type Matches = fn(&str) -> bool;
+    const CLASSES: [(Matches, &str); 10] = [
         (|r| r.contains("is already used by"), "port-collision"),
         (|r| r.contains("not a DNS-1123"), "invalid-name"),
         (|r| r.contains("is not an IP"), "invalid-ip"),
