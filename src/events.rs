@@ -1,7 +1,8 @@
 //! Kubernetes Events, as upstream kube-proxy records them: `Starting` on the own Node at start-up,
 //! `FailedToStartServiceHealthcheck` on a Service whose health-check port cannot be opened, and
 //! (kproxy's own) `InvalidService` once per Service and reason when a Service is skipped as
-//! malformed.
+//! malformed, and `PortClash`, `NodePortClash` or `NodePortOutOfRange` once per Service and
+//! reason when one of its ports loses a VIP tuple or NodePort (`desired::collisions`).
 //!
 //! Everything goes through [`EventSink`], so the agent and the health-check server do not care
 //! whether an API server exists: against the API the [`KubeSink`] creates events.k8s.io/v1
@@ -21,7 +22,7 @@ use kube::{
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::health::service::HealthCheckFailure;
+use crate::{desired::collisions::Loss, health::service::HealthCheckFailure};
 
 /// Upstream's reporting controller (events.k8s.io `reportingController`).
 pub const REPORTING_CONTROLLER: &str = "kube-proxy";
@@ -106,7 +107,10 @@ impl ProxyEvent {
                 name: name.to_owned(),
             },
             warning: true,
-            reason: INVALID_SERVICE_REASON.into(),
+            // A lost claim has its own reason (PortClash, NodePortClash, NodePortOutOfRange).
+            reason: Loss::of(reason)
+                .map_or(INVALID_SERVICE_REASON, Loss::event_reason)
+                .into(),
             action: "Sync".into(),
             note: reason.to_owned(),
         }
@@ -190,7 +194,7 @@ impl EventSink for MemorySink {
     }
 }
 
-/// Emits one `InvalidService` event per Service and skip reason. Every sync recomputes the
+/// Emits one `InvalidService` (or claim: `PortClash`, ...) event per Service and skip reason. Every sync recomputes the
 /// skipped list, so without memory the same Service would be reported at every sync; a
 /// (Service, reason) that stops being skipped is forgotten, so it is reported again if it
 /// comes back.

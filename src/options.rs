@@ -4,7 +4,10 @@ use kproxy_modes::registry::{IptablesSettings, IpvsSettings, ModeSettings};
 
 use crate::{
     config::{KubeProxyConfiguration, LocalMode},
-    desired::{DetectLocal, ProxyOptions},
+    desired::{
+        DetectLocal, ProxyOptions,
+        node_ports::{NodePortRules, bind_port},
+    },
 };
 
 /// This node's name: `hostnameOverride`, else the kernel's hostname, lowercased as upstream.
@@ -59,5 +62,28 @@ pub fn proxy_options(cfg: &KubeProxyConfiguration) -> ProxyOptions {
         masquerade_all: cfg.effective_masquerade_all(),
         masquerade_bit: cfg.effective_masquerade_bit(),
         service_cidrs: Vec::new(),
+        node_ports: node_port_rules(cfg),
+    }
+}
+
+/// The range, and the ports kproxy's own servers listen on: a NodePort DNAT there would hand
+/// kproxy's health or metrics to a pod.
+fn node_port_rules(cfg: &KubeProxyConfiguration) -> NodePortRules {
+    let own = [
+        (
+            &cfg.healthz_bind_address,
+            "kproxy's health port (healthzBindAddress)",
+        ),
+        (
+            &cfg.metrics_bind_address,
+            "kproxy's metrics port (metricsBindAddress)",
+        ),
+    ];
+    NodePortRules {
+        range: cfg.service_node_port_range,
+        reserved: own
+            .into_iter()
+            .filter_map(|(addr, what)| Some((bind_port(addr)?, what)))
+            .collect(),
     }
 }

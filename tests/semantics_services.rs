@@ -302,10 +302,11 @@ fn node_port_addresses_resolve_per_family() {
 }
 
 /// "Bad input such as a port collision is skipped with a reason and never breaks the others":
-/// two Services claiming one cluster IP:port or one NodePort; the older one keeps it, and the
-/// other comes back once the collision ends.
+/// two Services claiming one cluster IP:port or one NodePort; the older one keeps it, the other
+/// loses only that (its cluster IP tuple parks its port; a NodePort is taken off it) and comes
+/// back once the collision ends. More in tests/claims.rs.
 #[test]
-fn colliding_service_ports_keep_the_older_service_and_park_the_other() {
+fn colliding_service_ports_keep_the_older_service_and_the_other_loses_only_the_tuple() {
     let mut old = simple_service(
         "old",
         json!({"clusterIP": "172.30.0.7", "type": "NodePort", "ports": [{"name": "p80", "port": 80, "nodePort": 30007}]}),
@@ -328,7 +329,10 @@ fn colliding_service_ports_keep_the_older_service_and_park_the_other() {
         .keys()
         .map(|n| n.name.clone())
         .collect();
-    assert_eq!(names, ["old"]);
+    assert_eq!(names, ["b-np", "old"]);
+    let b_np = &state.family(IpFamily::V4).unwrap().services
+        [&ServicePortName::new("ns1", "b-np", "p80", Protocol::Tcp)];
+    assert_eq!((b_np.node_port, b_np.external.is_none()), (None, true));
     let reasons: Vec<_> = state
         .skipped
         .iter()

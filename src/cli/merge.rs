@@ -51,6 +51,9 @@ fn resolve(
             cfg
         }
     };
+    if let Some(range) = flags.service_node_port_range {
+        cfg.service_node_port_range = range;
+    }
     if let Some(v) = flags.v {
         cfg.logging.verbosity = v;
     }

@@ -194,6 +194,11 @@ pub struct ProxyFlags {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub config_sync_period: Option<GoDuration>,
 
+    /// NodePorts kproxy programs (kproxy's own flag, with the API server's name and default
+    /// 30000-32767); others are skipped and reported. Applies over --config too.
+    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_port_range)]
+    pub service_node_port_range: Option<crate::desired::node_ports::PortRange>,
+
     /// Log verbosity; applies over --config too.
     #[arg(short = 'v', long = "v", value_name = "LEVEL")]
     pub v: Option<u32>,
@@ -202,6 +207,10 @@ pub struct ProxyFlags {
 fn parse_duration(s: &str) -> Result<GoDuration, String> {
     s.parse()
         .map_err(|e: crate::config::DurationError| e.to_string())
+}
+
+fn parse_port_range(s: &str) -> Result<crate::desired::node_ports::PortRange, String> {
+    s.parse()
 }
 
 fn parse_proxy_mode(s: &str) -> Result<ProxyMode, String> {

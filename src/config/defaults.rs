@@ -48,6 +48,7 @@ impl KubeProxyConfiguration {
             config_sync_period: GoDuration::ZERO,
             port_range: String::new(),
             windows_run_as_service: false,
+            service_node_port_range: Default::default(),
         }
     }
 

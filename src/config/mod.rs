@@ -68,6 +68,11 @@ pub struct KubeProxyConfiguration {
     pub port_range: String,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub windows_run_as_service: bool,
+    /// kproxy's own `--service-node-port-range` (the API server's flag): the NodePorts kproxy
+    /// programs. Not a field of upstream's file, so never read from or written to one; set
+    /// from the flag with or without `--config`.
+    #[serde(skip)]
+    pub service_node_port_range: crate::desired::node_ports::PortRange,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

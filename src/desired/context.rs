@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use super::node_ports::NodePortRules;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use kproxy_modes::model::{
@@ -36,6 +37,8 @@ pub struct ProxyOptions {
     pub masquerade_bit: u32,
     /// Service CIDRs (from ServiceCIDR objects or configuration).
     pub service_cidrs: Vec<IpNet>,
+    /// kproxy's `--service-node-port-range` and the ports kproxy serves itself.
+    pub node_ports: NodePortRules,
 }
 
 impl ProxyOptions {
@@ -49,6 +52,7 @@ impl ProxyOptions {
             masquerade_all: false,
             masquerade_bit: 14,
             service_cidrs: Vec::new(),
+            node_ports: NodePortRules::default(),
         }
     }
 }
@@ -118,6 +122,7 @@ pub struct NodeContext {
     pub node_name: String,
     pub zone: Option<String>,
     pub families: Vec<(IpFamily, NodeSettings)>,
+    pub node_ports: NodePortRules,
 }
 
 impl NodeContext {
@@ -143,6 +148,7 @@ impl NodeContext {
             node_name: opts.node_name.clone(),
             zone: facts.zone.clone(),
             families,
+            node_ports: opts.node_ports.clone(),
         }
     }
 

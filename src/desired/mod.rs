@@ -17,6 +17,7 @@ use kproxy_modes::model::{
 pub mod collisions;
 pub mod context;
 pub mod endpoints;
+pub mod node_ports;
 pub mod paths;
 pub mod service;
 pub mod slice;
@@ -124,30 +125,38 @@ pub fn compute_with_local_addresses(
         let svc_slices: Vec<&slice::Slice> = by_service.get(&key).into_iter().flatten().collect();
         let stored = service::StoredService::from_api(svc);
         match &stored.spec {
-            Ok(spec) => insert_ports(
-                &mut state,
-                service::compute(&ctx, (&key.0, &key.1), spec, &svc_slices),
-            ),
+            Ok(spec) => {
+                insert_ports(
+                    &mut state,
+                    service::compute(&ctx, (&key.0, &key.1), spec, &svc_slices),
+                );
+                skipped.extend(service::refused_node_ports(&ctx, (&key.0, &key.1), spec));
+            }
             Err(outcome) => skipped.extend(skipped_service(&key.0, &key.1, outcome)),
         }
         created.insert(key, stored.created);
     }
-    let mut parked = collisions::Parked::default();
-    collisions::resolve(&mut state, &mut parked, |n| port_rank(&created, n));
-    skipped.extend(parked.skipped().cloned());
+    // From scratch nobody held anything before: age and name decide.
+    let mut losers = collisions::Losers::default();
+    let rank = collisions::Rank {
+        prior: &Default::default(),
+        fresh: &|_| true,
+        created: &|n| created_of(&created, n),
+    };
+    collisions::resolve(&mut state, &mut losers, &rank);
+    skipped.extend(losers.skipped().cloned());
     skipped.sort();
     state.skipped = skipped;
     state
 }
 
-/// The collision rank of a Service port: its Service's age (the older wins; no timestamp sorts
-/// first), then its name.
-pub fn port_rank(
+/// The creationTimestamp of a Service port's Service.
+pub fn created_of(
     created: &BTreeMap<(String, String), Option<Time>>,
     name: &ServicePortName,
-) -> (Option<Time>, ServicePortName) {
+) -> Option<Time> {
     let key = (name.namespace.clone(), name.name.clone());
-    (created.get(&key).cloned().flatten(), name.clone())
+    created.get(&key).cloned().flatten()
 }
 
 /// The skip record for a Service that produced no ports, if it was invalid (ignored Services,

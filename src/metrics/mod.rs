@@ -236,11 +236,13 @@ impl Metrics {
 /// A short, bounded label value for a skip reason (the full text is in the logs and in
 /// `debug dump`): label values must not carry object names or values.
 pub fn reason_class(reason: &str) -> &'static str {
+    if let Some(loss) = crate::desired::collisions::Loss::of(reason) {
+        return loss.class();
+    }
     // (pattern, class), first match wins; the patterns are the fixed parts of the reasons
     // `desired` writes (see `desired::validate` and the Service and slice conversions).
     type Matches = fn(&str) -> bool;
-    const CLASSES: [(Matches, &str); 10] = [
-        (|r| r.contains("is already used by"), "port-collision"),
+    const CLASSES: [(Matches, &str); 9] = [
         (|r| r.contains("not a DNS-1123"), "invalid-name"),
         (|r| r.contains("is not an IP"), "invalid-ip"),
         (

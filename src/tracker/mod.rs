@@ -9,7 +9,6 @@ use kproxy_modes::model::{ChangeSet, DesiredState, IpFamily, Protocol, ServicePo
 use crate::{
     desired::{
         self, NodeContext, NodeFacts, ProxyOptions,
-        collisions::Claim,
         service::{self, StoredService},
         slice::{Names, Slice},
     },
@@ -52,13 +51,8 @@ pub struct Tracker {
     state: Option<DesiredState>,
     /// What was skipped, and why.
     skips: Skips,
-    /// Service ports left out because they collide with an older Service's.
-    parked: desired::collisions::Parked,
-    /// How many candidate ports claim each VIP tuple or NodePort, and how many tuples have more
-    /// than one claimant: with none contested and none parked, the collision pass (a walk over
-    /// every port) can be skipped, which keeps a one-Service change O(that Service).
-    claim_counts: std::collections::HashMap<Claim, u32>,
-    contested: usize,
+    /// Who holds which VIP tuple and NodePort, and what lost them.
+    claims: claims::ClaimBook,
 }
 
 impl Tracker {
@@ -78,9 +72,7 @@ impl Tracker {
             ctx: None,
             state: None,
             skips: Skips::default(),
-            parked: Default::default(),
-            claim_counts: Default::default(),
-            contested: 0,
+            claims: Default::default(),
         }
     }
 
@@ -285,37 +277,25 @@ impl Tracker {
         let mut changes = ChangeSet::default();
         if self.state.is_none() || self.ctx.as_ref() != Some(&ctx) {
             // Node facts feed every Service's result: recompute all of them.
+            self.claims.restart(self.state.as_ref());
             self.state = Some(desired::empty_state(&ctx));
             self.skips.services.clear();
-            self.parked.clear();
-            self.claim_counts.clear();
-            self.contested = 0;
             self.dirty = self.services.keys().cloned().collect();
             self.ctx = Some(ctx);
             changes = ChangeSet::full();
         }
         self.names.prune();
         let dirty = std::mem::take(&mut self.dirty);
-        for key in dirty {
-            self.recompute(&key, &mut changes);
+        for key in &dirty {
+            self.recompute(key, &mut changes);
         }
         let state = self.state.as_mut()?;
-        if self.contested > 0 || !self.parked.is_empty() {
-            // The rank is read from the stored Service when a collision is possible rather than
-            // kept per Service: that index cost ~2 MiB at 10k Services, for a rare pass.
-            let services = &self.services;
-            let moved = desired::collisions::resolve(state, &mut self.parked, |n| {
-                let key = (n.namespace.clone(), n.name.clone());
-                let rank = services.get(&key).and_then(|s| s.created.clone());
-                (rank, n.clone())
-            });
-            changes.services.extend(moved);
-        } else {
-            // Nothing contested and nothing parked: drop any reasons left from earlier passes.
-            self.parked.clear();
-        }
+        let services = &self.services;
+        let created = |k: &Key| services.get(k).and_then(|s| s.created.clone());
+        let moved = self.claims.settle(state, &dirty, &created);
+        changes.services.extend(moved);
         state.skipped = (self.skips.all())
-            .chain(self.parked.skipped())
+            .chain(self.claims.skipped())
             .cloned()
             .collect();
         state.skipped.sort();
@@ -326,9 +306,8 @@ impl Tracker {
         let (Some(ctx), Some(state)) = (self.ctx.as_ref(), self.state.as_mut()) else {
             return;
         };
-        let mut old = BTreeMap::new();
-        // The Service's ports are looked up where they are (the desired state, or parked behind
-        // a collision) instead of in a per-Service index of names: at 10k Services that index
+        // The Service's ports are looked up where they are (the desired state, or among the
+        // losers of a collision) instead of in a per-Service index of names: at 10k Services that index
         // was ~3 MiB of copies of keys the state already holds. ("", TCP) sorts first, so the
         // range starts at the Service's first port.
         let first = ServicePortName::new(&key.0, &key.1, "", Protocol::Tcp);
@@ -341,22 +320,12 @@ impl Tracker {
                     .map(|(n, _)| n)
                     .take_while(|n| n.namespace == key.0 && n.name == key.1)
             })
-            .chain(self.parked.names_of(&key.0, &key.1))
+            .chain(self.claims.losers_of(&key.0, &key.1))
             .cloned()
             .collect();
-        for port in self.parked.forget(&names) {
-            claims::count(&mut self.claim_counts, &mut self.contested, &port, false);
-        }
-        for name in names {
-            for f in state.families.iter_mut() {
-                if let Some(p) = f.services.remove(&name) {
-                    claims::count(&mut self.claim_counts, &mut self.contested, &p, false);
-                    old.insert((f.family, name.clone()), p);
-                }
-            }
-        }
+        let mut old = self.claims.take(state, names);
         self.skips.services.remove(key);
-        let mut new_ports = Vec::new();
+        let (mut new_ports, mut refused) = (Vec::new(), Vec::new());
         match self.services.get(key).map(|svc| &svc.spec) {
             Some(Ok(spec)) => {
                 let first = (key.0.clone(), key.1.clone(), String::new());
@@ -368,6 +337,7 @@ impl Tracker {
                     .map(|slice| &**slice)
                     .collect();
                 new_ports = service::compute(ctx, (&key.0, &key.1), spec, &slices);
+                refused = service::refused_node_ports(ctx, (&key.0, &key.1), spec);
             }
             Some(Err(outcome)) => {
                 if let Some(s) = desired::skipped_service(&key.0, &key.1, outcome) {
@@ -376,8 +346,9 @@ impl Tracker {
             }
             None => {}
         }
+        self.claims.set_refused(key, refused);
         for port in &new_ports {
-            claims::count(&mut self.claim_counts, &mut self.contested, port, true);
+            self.claims.count(port, true);
             let id = (IpFamily::of(&port.cluster_ip), port.name.clone());
             if old.remove(&id).as_ref() != Some(port) {
                 changes.services.insert(port.name.clone());

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use kproxy_modes::model::{IpFamily, ServicePort, ServicePortName, TrafficPolicy};
+use kproxy_modes::model::{IpFamily, ServicePort, ServicePortName, SkippedObject, TrafficPolicy};
 
 use super::{
     context::NodeContext,
@@ -36,6 +36,10 @@ pub fn compute(
 ) -> Vec<ServicePort> {
     let mut out = Vec::new();
     for p in svc.ports.iter() {
+        // A refused NodePort costs the port only that NodePort (see `refused_node_ports`).
+        let node_port = p
+            .node_port
+            .filter(|np| ctx.node_ports.refuse(*np).is_none());
         for (family, node) in &ctx.families {
             let Some(cluster_ip) = svc
                 .cluster_ips
@@ -54,7 +58,7 @@ pub fn compute(
             let external_ips: Vec<IpAddr> = in_family(&svc.external_ips);
             let load_balancer_ips: Vec<IpAddr> = in_family(&svc.load_balancer_ips);
             let externally_accessible =
-                p.node_port.is_some() || !external_ips.is_empty() || !load_balancer_ips.is_empty();
+                node_port.is_some() || !external_ips.is_empty() || !load_balancer_ips.is_empty();
             let policies = Policies {
                 internal: svc.internal_policy,
                 external: svc.external_policy,
@@ -72,7 +76,7 @@ pub fn compute(
                 name: ServicePortName::new(namespace, name, &p.name, p.protocol),
                 cluster_ip,
                 port: p.port,
-                node_port: p.node_port,
+                node_port,
                 lb_allowed_sources: paths::lb_allowed_sources(
                     &source_ranges,
                     &load_balancer_ips,
@@ -94,4 +98,30 @@ pub fn compute(
         }
     }
     out
+}
+
+/// The NodePorts of Service `namespace/name` that [`compute`] leaves out because kproxy may not
+/// program them (outside the range, or a port kproxy serves), each with its skip record.
+pub fn refused_node_ports(
+    ctx: &NodeContext,
+    (namespace, name): (&str, &str),
+    svc: &ParsedService,
+) -> Vec<SkippedObject> {
+    svc.ports
+        .iter()
+        .filter_map(|p| {
+            let why = ctx.node_ports.refuse(p.node_port?)?;
+            Some(SkippedObject {
+                kind: "Service".into(),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                reason: format!("port {}: {why}", port_label(&p.name)),
+            })
+        })
+        .collect()
+}
+
+/// How a port is named in skip reasons: its name, or `""` for the one unnamed port.
+pub fn port_label(name: &str) -> &str {
+    if name.is_empty() { "\"\"" } else { name }
 }
