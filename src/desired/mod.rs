@@ -21,6 +21,7 @@ pub mod node_ports;
 pub mod paths;
 pub mod service;
 pub mod slice;
+pub mod validate;
 
 pub use context::{DetectLocal, NodeContext, NodeFacts, ProxyOptions};
 
@@ -107,15 +108,11 @@ pub fn compute_with_local_addresses(
     let mut by_service: BTreeMap<(String, String), Vec<slice::Slice>> = BTreeMap::new();
     let mut skipped = Vec::new();
     for s in slices {
-        match slice_service(s) {
-            Some(key) => by_service
-                .entry(key)
-                .or_default()
-                .push(slice::Slice::from_api(s, &mut names)),
-            None => skipped.push(skipped_slice(
-                &namespace_of(&s.metadata),
-                s.metadata.name.as_deref().unwrap_or_default(),
-            )),
+        let converted = slice::Slice::convert(s, &mut names);
+        skipped.extend(converted.skipped);
+        if let Some(service) = &converted.slice.service {
+            let key = (namespace_of(&s.metadata), service.to_string());
+            by_service.entry(key).or_default().push(converted.slice);
         }
     }
     let mut state = empty_state(&ctx);
@@ -171,20 +168,30 @@ pub fn skipped_service(
 ) -> Option<SkippedObject> {
     match outcome {
         service::Outcome::Ignored(_) => None,
-        service::Outcome::Invalid(reason) => Some(SkippedObject {
-            kind: "Service".into(),
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            reason: reason.clone(),
-        }),
+        service::Outcome::Invalid(reason) => {
+            Some(skip_record("Service", namespace, name, reason.clone()))
+        }
     }
 }
 
-pub fn skipped_slice(namespace: &str, name: &str) -> SkippedObject {
+/// A skip record. The names are shown escaped and shortened: a skipped object's names are
+/// often the invalid text itself, and the record is logged and printed by `debug dump`.
+pub fn skip_record(kind: &str, namespace: &str, name: &str, reason: String) -> SkippedObject {
     SkippedObject {
-        kind: "EndpointSlice".into(),
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-        reason: format!("no {SERVICE_NAME_LABEL} label"),
+        kind: kind.into(),
+        namespace: validate::shown(namespace),
+        name: validate::shown(name),
+        reason,
     }
+}
+
+/// Logs a skip record: once per change of the object (the tracker calls it when a changed
+/// object is stored), never per sync.
+pub fn log_skipped(s: &SkippedObject) {
+    tracing::warn!(
+        kind = %s.kind,
+        object = %format!("{}/{}", s.namespace, s.name),
+        reason = %s.reason,
+        "skipping invalid input"
+    );
 }

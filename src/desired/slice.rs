@@ -4,8 +4,10 @@
 
 use std::{collections::HashSet, net::IpAddr};
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kproxy_modes::model::{IpFamily, Protocol, SharedName};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
+use kproxy_modes::model::{IpFamily, Protocol, SharedName, SkippedObject};
+
+use super::validate;
 
 /// A converted EndpointSlice. Conversion keeps everything `endpoints::collect` decides on, in
 /// the same order, so the compute gives the same result as on the API object.
@@ -16,7 +18,8 @@ pub struct Slice {
     /// `None` for FQDN (and unknown) address types, which are not proxied.
     pub family: Option<IpFamily>,
     pub ports: Box<[SlicePort]>,
-    /// Only endpoints whose first address parses (upstream uses only the first).
+    /// Only endpoints whose first address is an IP of the slice's family (upstream uses only
+    /// the first); none for FQDN slices.
     pub endpoints: Box<[StoredEndpoint]>,
 }
 
@@ -75,60 +78,150 @@ impl Names {
     }
 }
 
+/// A converted slice and what conversion left out of it, as skip records (empty for a valid
+/// slice: the records live beside the slice, only for slices that have any).
+#[derive(Debug)]
+pub struct Converted {
+    pub slice: Slice,
+    pub skipped: Vec<SkippedObject>,
+}
+
 impl Slice {
-    pub fn from_api(slice: &EndpointSlice, names: &mut Names) -> Self {
-        let service = super::slice_service(slice).map(|(_, name)| name.into_boxed_str());
+    /// Converts a slice: only validated text and addresses are kept. A slice whose names are
+    /// invalid, or that names no Service, is kept empty (it selects nothing); a port or
+    /// endpoint that fails validation is left out; each is reported in `skipped`.
+    pub fn convert(slice: &EndpointSlice, names: &mut Names) -> Converted {
+        let namespace = super::namespace_of(&slice.metadata);
+        let name = slice.metadata.name.as_deref().unwrap_or_default();
+        let mut problems = Vec::new();
+        let converted = match super::slice_service(slice) {
+            None => {
+                problems.push(format!("no {} label", super::SERVICE_NAME_LABEL));
+                Slice::empty()
+            }
+            Some((_, service)) => match validate::slice_meta(&namespace, name, &service) {
+                Err(reason) => {
+                    problems.push(reason);
+                    Slice::empty()
+                }
+                Ok(()) => Slice::convert_valid(slice, service, names, &mut problems),
+            },
+        };
+        let skipped = problems
+            .into_iter()
+            .map(|reason| super::skip_record(kind_of(&reason), &namespace, name, reason))
+            .collect();
+        Converted {
+            slice: converted,
+            skipped,
+        }
+    }
+
+    fn empty() -> Self {
+        Slice {
+            service: None,
+            family: None,
+            ports: Box::default(),
+            endpoints: Box::default(),
+        }
+    }
+
+    fn convert_valid(
+        slice: &EndpointSlice,
+        service: String,
+        names: &mut Names,
+        problems: &mut Vec<String>,
+    ) -> Self {
         let family = match slice.address_type.as_str() {
             "IPv4" => Some(IpFamily::V4),
             "IPv6" => Some(IpFamily::V6),
-            _ => None,
+            // FQDN slices are not proxied: not a problem, and nothing of them is read.
+            "FQDN" => None,
+            other => {
+                problems.push(format!(
+                    "unknown addressType \"{}\"",
+                    validate::shown(other)
+                ));
+                None
+            }
         };
-        let ports = slice
-            .ports
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .map(|p| SlicePort {
-                name: p.name.as_deref().unwrap_or("").into(),
-                protocol: Protocol::from_api(p.protocol.as_deref()),
-                port: p
-                    .port
-                    .and_then(|p| u16::try_from(p).ok())
-                    .filter(|p| *p != 0),
-            })
+        let ports = (slice.ports.iter().flatten().enumerate())
+            .filter_map(|(i, p)| convert_port(i, p, problems))
             .collect();
-        let mut get = |s: &str| names.get(s);
-        let endpoints = slice
-            .endpoints
-            .iter()
-            .filter_map(|ep| {
-                let addr = ep.addresses.first()?.parse::<IpAddr>().ok()?;
-                let cond = ep.conditions.as_ref();
-                let hints = ep.hints.as_ref().and_then(|h| {
-                    let zones: Box<[SharedName]> =
-                        h.for_zones.iter().flatten().map(|z| get(&z.name)).collect();
-                    let nodes: Box<[SharedName]> =
-                        h.for_nodes.iter().flatten().map(|n| get(&n.name)).collect();
-                    (!zones.is_empty() || !nodes.is_empty())
-                        .then(|| Box::new(Hints { zones, nodes }))
-                });
-                Some(StoredEndpoint {
-                    addr,
-                    ready: cond.and_then(|c| c.ready),
-                    serving: cond.and_then(|c| c.serving),
-                    terminating: cond.and_then(|c| c.terminating),
-                    node_name: ep.node_name.as_deref().map(&mut get),
-                    zone: ep.zone.as_deref().map(&mut get),
-                    hints,
+        let endpoints = match family {
+            Some(family) => (slice.endpoints.iter().enumerate())
+                .filter_map(|(i, ep)| {
+                    validate::endpoint_address(i, &ep.addresses, family)
+                        .map_err(|reason| problems.push(reason))
+                        .ok()
+                        .map(|addr| convert_endpoint(addr, ep, names))
                 })
-            })
-            .collect();
+                .collect(),
+            None => Box::default(),
+        };
         Slice {
-            service,
+            service: Some(service.into_boxed_str()),
             family,
             ports,
             endpoints,
         }
+    }
+}
+
+/// Endpoint problems are counted as endpoints; the rest as the slice's.
+fn kind_of(reason: &str) -> &'static str {
+    if reason.starts_with("endpoints[") {
+        "Endpoint"
+    } else {
+        "EndpointSlice"
+    }
+}
+
+/// A port with an invalid name is left out (it could match no valid Service port). One with an
+/// unknown protocol or an unusable number is kept unusable: the first port of a name decides,
+/// even when unusable (see `endpoints::collect`).
+fn convert_port(i: usize, p: &EndpointPort, problems: &mut Vec<String>) -> Option<SlicePort> {
+    let name = p.name.as_deref().unwrap_or("");
+    if let Err(reason) = validate::port_name(&format!("ports[{i}].name"), name) {
+        problems.push(reason);
+        return None;
+    }
+    let protocol = Protocol::from_api(p.protocol.as_deref());
+    if protocol.is_none() {
+        let shown = validate::shown(p.protocol.as_deref().unwrap_or_default());
+        problems.push(format!("unknown protocol \"{shown}\" in ports[{i}]"));
+    }
+    let port = p
+        .port
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|n| *n != 0);
+    if port.is_none() {
+        let value = p.port.map_or("(none)".to_owned(), |n| n.to_string());
+        problems.push(format!("invalid ports[{i}].port {value}"));
+    }
+    Some(SlicePort {
+        name: name.into(),
+        protocol,
+        port,
+    })
+}
+
+fn convert_endpoint(addr: IpAddr, ep: &Endpoint, names: &mut Names) -> StoredEndpoint {
+    let mut get = |s: &str| names.get(s);
+    let cond = ep.conditions.as_ref();
+    let hints = ep.hints.as_ref().and_then(|h| {
+        let zones: Box<[SharedName]> = h.for_zones.iter().flatten().map(|z| get(&z.name)).collect();
+        let nodes: Box<[SharedName]> = h.for_nodes.iter().flatten().map(|n| get(&n.name)).collect();
+        (!zones.is_empty() || !nodes.is_empty()).then(|| Box::new(Hints { zones, nodes }))
+    });
+    StoredEndpoint {
+        addr,
+        ready: cond.and_then(|c| c.ready),
+        serving: cond.and_then(|c| c.serving),
+        terminating: cond.and_then(|c| c.terminating),
+        node_name: ep.node_name.as_deref().map(&mut get),
+        zone: ep.zone.as_deref().map(&mut get),
+        hints,
     }
 }
 
@@ -163,7 +256,7 @@ mod tests {
     #[test]
     fn conversion_keeps_what_the_compute_reads_and_shares_names() {
         let mut names = Names::default();
-        let s = Slice::from_api(&slice("node-a", "x"), &mut names);
+        let s = Slice::convert(&slice("node-a", "x"), &mut names).slice;
         assert_eq!(s.service.as_deref(), Some("svc"));
         assert_eq!(s.family, Some(IpFamily::V4));
         assert_eq!(s.ports[0].port, Some(80));
@@ -191,11 +284,11 @@ mod tests {
     #[test]
     fn unread_fields_compare_equal_and_unused_names_are_pruned() {
         let mut names = Names::default();
-        let a = Slice::from_api(&slice("node-a", "x"), &mut names);
-        assert_eq!(a, Slice::from_api(&slice("node-a", "y"), &mut names));
-        assert_ne!(a, Slice::from_api(&slice("node-b", "x"), &mut names));
+        let a = Slice::convert(&slice("node-a", "x"), &mut names).slice;
+        assert_eq!(a, Slice::convert(&slice("node-a", "y"), &mut names).slice);
+        assert_ne!(a, Slice::convert(&slice("node-b", "x"), &mut names).slice);
         for i in 0..100 {
-            Slice::from_api(&slice(&format!("gone-{i}"), "x"), &mut names);
+            Slice::convert(&slice(&format!("gone-{i}"), "x"), &mut names);
         }
         names.prune();
         assert!(names.names.iter().any(|n| &**n == "node-a"));

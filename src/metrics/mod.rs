@@ -234,21 +234,33 @@ impl Metrics {
 }
 
 /// A short, bounded label value for a skip reason (the full text is in the logs and in
-/// `debug dump`): label values must not carry object names.
+/// `debug dump`): label values must not carry object names or values.
 pub fn reason_class(reason: &str) -> &'static str {
     if let Some(loss) = crate::desired::collisions::Loss::of(reason) {
-        loss.class()
-    } else if reason.starts_with("no ") && reason.ends_with(" label") {
-        "missing-label"
-    } else if reason == "no spec" {
-        "no-spec"
-    } else if reason.starts_with("duplicate ") {
-        "duplicate-port"
-    } else if reason.starts_with("unknown ") {
-        "unknown-value"
-    } else if reason.starts_with("invalid ") {
-        "invalid-value"
-    } else {
-        "other"
+        return loss.class();
     }
+    // (pattern, class), first match wins; the patterns are the fixed parts of the reasons
+    // `desired` writes (see `desired::validate` and the Service and slice conversions).
+    type Matches = fn(&str) -> bool;
+    const CLASSES: [(Matches, &str); 9] = [
+        (|r| r.contains("not a DNS-1123"), "invalid-name"),
+        (|r| r.contains("is not an IP"), "invalid-ip"),
+        (
+            |r| r.contains(" slice") && r.contains(" address "),
+            "wrong-family",
+        ),
+        (|r| r.ends_with(": no addresses"), "no-address"),
+        (
+            |r| r.starts_with("no ") && r.ends_with(" label"),
+            "missing-label",
+        ),
+        (|r| r == "no spec", "no-spec"),
+        (|r| r.starts_with("duplicate "), "duplicate-port"),
+        (|r| r.starts_with("unknown "), "unknown-value"),
+        (|r| r.starts_with("invalid "), "invalid-value"),
+    ];
+    CLASSES
+        .iter()
+        .find(|(matches, _)| matches(reason))
+        .map_or("other", |(_, class)| class)
 }

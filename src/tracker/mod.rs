@@ -4,10 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Node;
-use kproxy_modes::model::{
-    ChangeSet, DesiredState, IpFamily, Protocol, ServicePortName, SkippedObject,
-};
-use tracing::warn;
+use kproxy_modes::model::{ChangeSet, DesiredState, IpFamily, Protocol, ServicePortName};
 
 use crate::{
     desired::{
@@ -19,8 +16,10 @@ use crate::{
 };
 
 mod claims;
+mod skips;
 mod stored;
 
+use skips::Skips;
 use stored::{Stored, key_of};
 
 /// `(namespace, name)` of a namespaced object.
@@ -50,8 +49,8 @@ pub struct Tracker {
     dirty: BTreeSet<Key>,
     ctx: Option<NodeContext>,
     state: Option<DesiredState>,
-    skipped_services: BTreeMap<Key, SkippedObject>,
-    skipped_slices: BTreeMap<Key, SkippedObject>,
+    /// What was skipped, and why.
+    skips: Skips,
     /// Who holds which VIP tuple and NodePort, and what lost them.
     claims: claims::ClaimBook,
 }
@@ -72,8 +71,7 @@ impl Tracker {
             dirty: BTreeSet::new(),
             ctx: None,
             state: None,
-            skipped_services: BTreeMap::new(),
-            skipped_slices: BTreeMap::new(),
+            skips: Skips::default(),
             claims: Default::default(),
         }
     }
@@ -145,28 +143,27 @@ impl Tracker {
             Stored::Service(key, svc) => {
                 // As for slices: a change only in fields the compute does not read changes nothing.
                 if self.services.get(&key) != Some(&svc) {
+                    // Logged here, where the Service changed, so a skip is logged once per change.
+                    if let Err(outcome) = &svc.spec {
+                        desired::skipped_service(&key.0, &key.1, outcome)
+                            .inspect(desired::log_skipped);
+                    }
                     self.services.insert(key.clone(), svc);
                     self.dirty.insert(key);
                 }
             }
-            Stored::Slice(key, slice) => {
+            Stored::Slice(key, slice, skipped) => {
+                self.skips.note_slice(&key, skipped);
                 // A change only in fields the compute does not read changes nothing.
                 if self.slices.get(&key) == Some(&slice) {
                     return;
                 }
                 self.remove_slice(&key);
-                match &slice.service {
-                    Some(name) => {
-                        let (ns, svc) = (key.0.clone(), name.to_string());
-                        self.slices_of
-                            .insert((ns.clone(), svc.clone(), key.1.clone()));
-                        self.dirty.insert((ns, svc));
-                    }
-                    None => {
-                        warn!(namespace = %key.0, name = %key.1, "skipping EndpointSlice without a {} label", desired::SERVICE_NAME_LABEL);
-                        self.skipped_slices
-                            .insert(key.clone(), desired::skipped_slice(&key.0, &key.1));
-                    }
+                if let Some(name) = &slice.service {
+                    let (ns, svc) = (key.0.clone(), name.to_string());
+                    self.slices_of
+                        .insert((ns.clone(), svc.clone(), key.1.clone()));
+                    self.dirty.insert((ns, svc));
                 }
                 self.slices.insert(key, slice);
             }
@@ -186,7 +183,11 @@ impl Tracker {
                     self.dirty.insert(key);
                 }
             }
-            Object::EndpointSlice(slice) => self.remove_slice(&key_of(&slice.metadata)),
+            Object::EndpointSlice(slice) => {
+                let key = key_of(&slice.metadata);
+                self.skips.forget_slice(&key);
+                self.remove_slice(&key);
+            }
             Object::Node(node) => {
                 if node.metadata.name.as_deref() == Some(self.opts.node_name.as_str()) {
                     self.node = None;
@@ -200,7 +201,6 @@ impl Tracker {
     }
 
     fn remove_slice(&mut self, key: &Key) {
-        self.skipped_slices.remove(key);
         let Some(old) = self.slices.remove(key) else {
             return;
         };
@@ -237,6 +237,7 @@ impl Tracker {
                     .cloned()
                     .collect();
                 for key in gone {
+                    self.skips.forget_slice(&key);
                     self.remove_slice(&key);
                 }
             }
@@ -259,6 +260,8 @@ impl Tracker {
         if !self.is_ready() {
             return None;
         }
+        self.skips
+            .check_node(&self.opts.node_name, self.node.is_some());
         let mut facts = self
             .node
             .as_ref()
@@ -276,7 +279,7 @@ impl Tracker {
             // Node facts feed every Service's result: recompute all of them.
             self.claims.restart(self.state.as_ref());
             self.state = Some(desired::empty_state(&ctx));
-            self.skipped_services.clear();
+            self.skips.services.clear();
             self.dirty = self.services.keys().cloned().collect();
             self.ctx = Some(ctx);
             changes = ChangeSet::full();
@@ -291,10 +294,7 @@ impl Tracker {
         let created = |k: &Key| services.get(k).and_then(|s| s.created.clone());
         let moved = self.claims.settle(state, &dirty, &created);
         changes.services.extend(moved);
-        state.skipped = self
-            .skipped_services
-            .values()
-            .chain(self.skipped_slices.values())
+        state.skipped = (self.skips.all())
             .chain(self.claims.skipped())
             .cloned()
             .collect();
@@ -324,7 +324,7 @@ impl Tracker {
             .cloned()
             .collect();
         let mut old = self.claims.take(state, names);
-        self.skipped_services.remove(key);
+        self.skips.services.remove(key);
         let (mut new_ports, mut refused) = (Vec::new(), Vec::new());
         match self.services.get(key).map(|svc| &svc.spec) {
             Some(Ok(spec)) => {
@@ -341,8 +341,7 @@ impl Tracker {
             }
             Some(Err(outcome)) => {
                 if let Some(s) = desired::skipped_service(&key.0, &key.1, outcome) {
-                    warn!(service = %format!("{}/{}", key.0, key.1), reason = %s.reason, "skipping invalid Service");
-                    self.skipped_services.insert(key.clone(), s);
+                    self.skips.services.insert(key.clone(), s);
                 }
             }
             None => {}

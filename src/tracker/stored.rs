@@ -3,6 +3,7 @@
 //! complete (at 10k Services those were ~65 MiB of API objects at once).
 
 use k8s_openapi::{api::core::v1::Node, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use kproxy_modes::model::SkippedObject;
 
 use super::Key;
 use crate::{
@@ -18,7 +19,8 @@ use crate::{
 #[derive(Debug)]
 pub(super) enum Stored {
     Service(Key, Box<StoredService>),
-    Slice(Key, Box<Slice>),
+    /// With what conversion left out of it, as skip records.
+    Slice(Key, Box<Slice>, Vec<SkippedObject>),
     /// `None` for another node's Node (only this node's is kept).
     Node(Key, Option<Box<Node>>),
     ServiceCidr(Key, Vec<ipnet::IpNet>),
@@ -31,10 +33,14 @@ impl Stored {
                 key_of(&svc.metadata),
                 Box::new(StoredService::from_api(&svc)),
             ),
-            Object::EndpointSlice(slice) => Stored::Slice(
-                key_of(&slice.metadata),
-                Box::new(Slice::from_api(&slice, names)),
-            ),
+            Object::EndpointSlice(slice) => {
+                let converted = Slice::convert(&slice, names);
+                Stored::Slice(
+                    key_of(&slice.metadata),
+                    Box::new(converted.slice),
+                    converted.skipped,
+                )
+            }
             Object::Node(mut node) => {
                 let own = node.metadata.name.as_deref() == Some(node_name);
                 // Apply bookkeeping, often larger than the rest; nothing reads it (upstream's
@@ -59,7 +65,7 @@ impl Stored {
     pub fn key(&self) -> &Key {
         match self {
             Stored::Service(k, _)
-            | Stored::Slice(k, _)
+            | Stored::Slice(k, _, _)
             | Stored::Node(k, _)
             | Stored::ServiceCidr(k, _) => k,
         }

@@ -107,16 +107,18 @@ impl NftTransaction {
         self.lines.extend(other.lines);
     }
 
-    /// A comment line: nft ignores it; it makes golden files and logs readable.
+    /// A comment line: nft ignores it; it makes golden files and logs readable. The text is
+    /// made safe ([`comment_text`]): a line break in it would end the comment.
     pub fn comment(&mut self, text: &str) {
-        self.lines.push(format!("# {text}"));
+        self.lines.push(format!("# {}", comment_text(text)));
     }
 
     pub fn add_table(&mut self, family: Family, table: &str, comment: Option<&str>) {
         match comment {
             Some(c) => self.lines.push(format!(
-                "add table {} {{ comment \"{c}\"; }}",
-                scope(family, table)
+                "add table {} {{ comment \"{}\"; }}",
+                scope(family, table),
+                comment_text(c)
             )),
             None => self
                 .lines
@@ -226,6 +228,19 @@ impl NftTransaction {
     }
 }
 
+/// Comment text as nft may carry it whatever the caller passed: nft strings have no escape for
+/// a quote, so quotes and backslashes are replaced, and control characters (a line break ends a
+/// statement) become spaces. Callers pass fixed text; this keeps it so if one ever does not.
+pub fn comment_text(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
+}
+
 impl fmt::Display for NftTransaction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for line in &self.lines {
@@ -238,6 +253,23 @@ impl fmt::Display for NftTransaction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Comment text cannot end its string or its line, whatever it holds.
+    #[test]
+    fn comments_cannot_carry_statements() {
+        let mut tx = NftTransaction::new();
+        tx.add_table(
+            Family::Ip,
+            "t",
+            Some("x\"; }\nadd table ip pwned { comment \"\\"),
+        );
+        tx.comment("note\nadd table ip pwned");
+        assert_eq!(
+            tx.to_string(),
+            "add table ip t { comment \"x'; } add table ip pwned { comment ''\"; }\n\
+             # note add table ip pwned\n"
+        );
+    }
 
     #[test]
     fn display_is_nft_input_text_in_statement_order() {

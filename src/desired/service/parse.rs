@@ -10,6 +10,7 @@ use k8s_openapi::{api::core::v1::Service, apimachinery::pkg::apis::meta::v1::Tim
 use kproxy_modes::model::{Protocol, SessionAffinity, TrafficPolicy};
 
 use super::Outcome;
+use crate::desired::validate;
 
 /// Labels that take a Service away from kproxy (upstream's server-side label selector).
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
@@ -70,6 +71,10 @@ fn parse(svc: &Service) -> Result<ParsedService, Outcome> {
     if labels.is_some_and(|l| l.contains_key(HEADLESS_LABEL)) {
         return Err(Outcome::Ignored("labelled headless"));
     }
+    // Names reach kernel programs (nftables chain names): checked before anything else.
+    let namespace = crate::desired::namespace_of(&svc.metadata);
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    validate::service_meta(&namespace, name).map_err(Outcome::Invalid)?;
     let spec = svc
         .spec
         .as_ref()
@@ -107,14 +112,18 @@ fn parse(svc: &Service) -> Result<ParsedService, Outcome> {
         None | Some("None") | Some("") => None,
         Some(other) => {
             return Err(Outcome::Invalid(format!(
-                "unknown spec.sessionAffinity {other:?}"
+                "unknown spec.sessionAffinity \"{}\"",
+                validate::shown(other)
             )));
         }
     };
     let policy = |field: &str, value: Option<&str>| match value {
         None | Some("") | Some("Cluster") => Ok(TrafficPolicy::Cluster),
         Some("Local") => Ok(TrafficPolicy::Local),
-        Some(other) => Err(Outcome::Invalid(format!("unknown spec.{field} {other:?}"))),
+        Some(other) => Err(Outcome::Invalid(format!(
+            "unknown spec.{field} \"{}\"",
+            validate::shown(other)
+        ))),
     };
     let internal_policy = policy(
         "internalTrafficPolicy",
@@ -140,14 +149,15 @@ fn parse(svc: &Service) -> Result<ParsedService, Outcome> {
     for (i, p) in spec.ports.iter().flatten().enumerate() {
         let protocol = Protocol::from_api(p.protocol.as_deref()).ok_or_else(|| {
             Outcome::Invalid(format!(
-                "unknown protocol {:?} in spec.ports[{i}]",
-                p.protocol.as_deref().unwrap_or("")
+                "unknown protocol \"{}\" in spec.ports[{i}]",
+                validate::shown(p.protocol.as_deref().unwrap_or(""))
             ))
         })?;
         let name = p.name.as_deref().unwrap_or_default();
+        validate::port_name(&format!("spec.ports[{i}].name"), name).map_err(Outcome::Invalid)?;
         if !seen.insert((name, protocol)) {
             return Err(Outcome::Invalid(format!(
-                "duplicate port {name:?}/{protocol} in spec.ports"
+                "duplicate port \"{name}\"/{protocol} in spec.ports"
             )));
         }
         let port = port_number(&format!("spec.ports[{i}].port"), p.port)?;
@@ -198,8 +208,9 @@ fn cluster_ips(ips: Option<&[String]>, ip: Option<&str>) -> Result<Vec<IpAddr>, 
 fn parse_ips(field: &str, ips: &[String]) -> Result<Vec<IpAddr>, Outcome> {
     ips.iter()
         .map(|s| {
-            s.parse()
-                .map_err(|_| Outcome::Invalid(format!("invalid IP {s:?} in {field}")))
+            s.parse().map_err(|_| {
+                Outcome::Invalid(format!("invalid IP \"{}\" in {field}", validate::shown(s)))
+            })
         })
         .collect()
 }
@@ -232,7 +243,8 @@ fn source_ranges(ranges: &[String]) -> Result<Vec<IpNet>, Outcome> {
                 .or_else(|_| r.parse::<IpAddr>().map(IpNet::from))
                 .map_err(|_| {
                     Outcome::Invalid(format!(
-                        "invalid CIDR {r:?} in spec.loadBalancerSourceRanges"
+                        "invalid CIDR \"{}\" in spec.loadBalancerSourceRanges",
+                        validate::shown(r)
                     ))
                 })
         })
