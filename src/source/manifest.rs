@@ -26,12 +26,9 @@ pub use watch::{DEFAULT_POLL_INTERVAL, watch, watch_every};
 /// The path given to the source cannot be used at all.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("cannot read manifests at {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    // The OS error is in the message, not a `#[source]`: `{:#}` would print it twice.
+    #[error("cannot read manifests at {}: {error}", path.display())]
+    Read { path: PathBuf, error: io::Error },
     #[error("manifest path {} is neither a file nor a directory", path.display())]
     NotFileOrDirectory { path: PathBuf },
 }
@@ -106,9 +103,9 @@ fn read_snapshot(path: &Path) -> Result<Snapshot, ManifestError> {
 
 /// The manifest files at `path`, in load order.
 fn list_files(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
-    let read_error = |source| ManifestError::Read {
+    let read_error = |error| ManifestError::Read {
         path: path.to_owned(),
-        source,
+        error,
     };
     // metadata() follows symlinks: a ConfigMap volume presents its files as symlinks.
     let meta = fs::metadata(path).map_err(read_error)?;
