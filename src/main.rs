@@ -118,11 +118,15 @@ fn agent_main(cli: Cli) -> Result<()> {
     runtime.block_on(async move {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let node = opts.node_name.clone();
+        // Manifest files failing to parse, for the metrics; stays 0 with the API source.
+        let failing = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (source, sink): (_, Arc<dyn EventSink>) = match cli.flags.manifests.clone() {
             Some(manifests) => {
                 tracing::info!(manifests = %manifests.display(), "reading objects from manifests");
+                let poll = manifest::DEFAULT_POLL_INTERVAL;
+                let watch = manifest::watch_reporting(manifests, poll, tx, failing.clone());
                 let source = tokio::spawn(async move {
-                    if let Err(e) = manifest::watch(manifests, tx).await {
+                    if let Err(e) = watch.await {
                         tracing::error!(error = %e, "the manifest source stopped");
                     }
                 });
@@ -142,7 +146,7 @@ fn agent_main(cli: Cli) -> Result<()> {
                 )
             }
         };
-        let (observer, mut servers) = observability(&cfg, &opts.node_name, periods, sink);
+        let (observer, mut servers) = observability(&cfg, &opts.node_name, periods, sink, failing);
         let agent = agent::run_observed(
             Tracker::new(opts),
             rx,
@@ -182,6 +186,7 @@ fn observability(
     node_name: &str,
     periods: agent::Periods,
     sink: Arc<dyn EventSink>,
+    manifest_files_failing: Arc<std::sync::atomic::AtomicU64>,
 ) -> (agent::Observer, JoinSet<std::io::Result<()>>) {
     let clock = WallClock::new();
     // Upstream's healthTimeout.
@@ -191,7 +196,8 @@ fn observability(
     let metrics = Arc::new(
         Metrics::new(cfg.proxy_mode(), clock)
             .with_health(health.clone())
-            .with_healthcheck_failures(services.failure_counter()),
+            .with_healthcheck_failures(services.failure_counter())
+            .with_manifest_files_failing(manifest_files_failing),
     );
     let hard_fail = cfg.bind_address_hard_fail;
     let mut servers = JoinSet::new();
