@@ -24,11 +24,8 @@ async fn settle() {
     }
 }
 
-/// Steps: initial lists arrive -> one full sync at once; two quick changes inside minSyncPeriod
-/// -> one coalesced partial sync after it; an injected failure -> a retry that is full.
-#[tokio::test(start_paused = true)]
-async fn syncs_wait_for_initial_lists_coalesce_changes_and_retry_failures_as_full() {
-    let rec = RecordingMode::default();
+/// Runs the agent with `mode` (syncPeriod 30 s, minSyncPeriod 1 s): its event sender and task.
+fn start(mode: &RecordingMode) -> (mpsc::Sender<Event>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(16);
     let periods = Periods {
         sync: Duration::from_secs(30),
@@ -37,10 +34,19 @@ async fn syncs_wait_for_initial_lists_coalesce_changes_and_retry_failures_as_ful
     let task = tokio::spawn(agent::run(
         Tracker::new(opts()),
         rx,
-        Box::new(rec.clone()),
+        Box::new(mode.clone()),
         periods,
         std::future::pending(),
     ));
+    (tx, task)
+}
+
+/// Steps: initial lists arrive -> one full sync at once; two quick changes inside minSyncPeriod
+/// -> one coalesced partial sync after it; an injected failure -> a retry that is full.
+#[tokio::test(start_paused = true)]
+async fn syncs_wait_for_initial_lists_coalesce_changes_and_retry_failures_as_full() {
+    let rec = RecordingMode::default();
+    let (tx, task) = start(&rec);
     let start = tokio::time::Instant::now();
 
     tx.send(Event::Replace(Kind::Service, vec![svc("a", "172.30.0.1")]))
@@ -110,18 +116,7 @@ async fn syncs_wait_for_initial_lists_coalesce_changes_and_retry_failures_as_ful
 #[tokio::test(start_paused = true)]
 async fn drift_the_mode_signals_is_repaired_at_once_not_at_the_next_period() {
     let rec = RecordingMode::default();
-    let (tx, rx) = mpsc::channel(16);
-    let periods = Periods {
-        sync: Duration::from_secs(30),
-        min_sync: Duration::from_secs(1),
-    };
-    let task = tokio::spawn(agent::run(
-        Tracker::new(opts()),
-        rx,
-        Box::new(rec.clone()),
-        periods,
-        std::future::pending(),
-    ));
+    let (tx, task) = start(&rec);
     tx.send(Event::Replace(Kind::Service, vec![svc("a", "172.30.0.1")]))
         .await
         .unwrap();

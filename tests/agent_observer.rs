@@ -48,15 +48,25 @@ fn svc(name: &str, ip: &str) -> Object {
     Object::Service(Box::new(simple_service(name, json!({"clusterIP": ip}))))
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_agent_reports_queued_changes_syncs_and_node_eligibility() {
+/// An agent with a recording mode, reporting to proxy health and metrics (syncPeriod 30 s,
+/// minSyncPeriod 1 s), and what a test needs to drive and watch it.
+struct Observed {
+    mode: RecordingMode,
+    sync: Duration,
+    clock: WallClock,
+    health: Arc<ProxyHealth>,
+    server: MetricsServer,
+    tx: mpsc::Sender<Event>,
+}
+
+fn start_observed() -> Observed {
     let mode = RecordingMode::default();
     let sync = Duration::from_secs(30);
     let clock = WallClock::new();
     let health = Arc::new(ProxyHealth::new(2 * sync, clock));
     let metrics = Arc::new(Metrics::new(ProxyMode::Nftables, clock).with_health(health.clone()));
     let server = MetricsServer::new(&metrics, &KubeProxyConfiguration::default());
-    let observer = Observer::new(Some(health.clone()), Some(metrics.clone()), None);
+    let observer = Observer::new(Some(health.clone()), Some(metrics), None);
     let (tx, rx) = mpsc::channel(16);
     let periods = Periods {
         sync,
@@ -70,6 +80,26 @@ async fn the_agent_reports_queued_changes_syncs_and_node_eligibility() {
         std::future::pending(),
         observer,
     ));
+    Observed {
+        mode,
+        sync,
+        clock,
+        health,
+        server,
+        tx,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_agent_reports_queued_changes_syncs_and_node_eligibility() {
+    let Observed {
+        mode,
+        sync: _,
+        clock,
+        health,
+        server,
+        tx,
+    } = start_observed();
 
     // An EndpointSlice whose change happened 1 s after kproxy started.
     let trigger = rfc3339_nano(Some(clock.wall_now() + Duration::from_secs(1)));
@@ -167,26 +197,14 @@ async fn the_agent_reports_queued_changes_syncs_and_node_eligibility() {
 /// 200 again.
 #[tokio::test(start_paused = true)]
 async fn drift_is_counted_by_kind_and_unhealthy_until_a_sync_repairs_it() {
-    let mode = RecordingMode::default();
-    let sync = Duration::from_secs(30);
-    let clock = WallClock::new();
-    let health = Arc::new(ProxyHealth::new(2 * sync, clock));
-    let metrics = Arc::new(Metrics::new(ProxyMode::Nftables, clock).with_health(health.clone()));
-    let server = MetricsServer::new(&metrics, &KubeProxyConfiguration::default());
-    let observer = Observer::new(Some(health.clone()), Some(metrics.clone()), None);
-    let (tx, rx) = mpsc::channel(16);
-    let periods = Periods {
+    let Observed {
+        mode,
         sync,
-        min_sync: Duration::from_secs(1),
-    };
-    tokio::spawn(agent::run_observed(
-        Tracker::new(opts()),
-        rx,
-        Box::new(mode.clone()),
-        periods,
-        std::future::pending(),
-        observer,
-    ));
+        clock: _,
+        health,
+        server,
+        tx,
+    } = start_observed();
     let own_node = Object::Node(Box::new(node(NODE, None, &["192.168.0.2"])));
     for ev in [
         Event::Replace(Kind::Service, vec![svc("a", "172.30.0.1")]),

@@ -24,10 +24,11 @@ use tokio::{sync::mpsc, task::JoinHandle, time::timeout};
 use kproxy_test_apiserver as apiserver;
 mod support;
 
-#[path = "api_source/changes.rs"]
-mod changes;
-#[path = "api_source/server.rs"]
-mod server;
+// Inline, so that the submodules are found under tests/api_source/.
+mod api_source {
+    pub mod changes;
+    pub mod server;
+}
 
 use apiserver::{ApiServer, Res};
 use support::{NODE, node, simple_service, simple_slice};

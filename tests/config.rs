@@ -8,8 +8,10 @@ use clap::Parser;
 use kproxy::cli::{Cli, ProxyFlags, resolve_config, write_config_to};
 use kproxy::config::{KubeProxyConfiguration, LocalMode, ProxyMode};
 
-#[path = "config/precedence.rs"]
-mod precedence;
+// Inline, so that the module is found under tests/config/.
+mod config {
+    pub mod precedence;
+}
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -13,9 +13,10 @@ use kproxy::source::{
 #[path = "manifest_source/last_good.rs"]
 mod last_good;
 /// The watcher's tests, in the same test binary.
-// A crate root finds its modules beside it, hence the path.
-#[path = "manifest_source/watch.rs"]
-mod watch;
+// Inline, so that the module is found under tests/manifest_source/.
+mod manifest_source {
+    pub mod watch;
+}
 
 pub fn data(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

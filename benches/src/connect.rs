@@ -12,8 +12,7 @@ use kproxy::{
     desired::{DetectLocal, ProxyOptions},
     tracker::Tracker,
 };
-use kproxy_dataplane::nft::Exec;
-use kproxy_modes::{Mode, nftables::NftablesMode};
+use kproxy_modes::registry::{self, ModeSettings};
 use kproxy_testbed::{Proto, TestBed, Where};
 use serde::{Deserialize, Serialize};
 
@@ -72,7 +71,11 @@ pub async fn run(sizes: &[u32], connections: u32) -> Result<Vec<ConnectRow>> {
     let server = SocketAddr::new(SERVER.into(), 8080);
     bed.serve(Where::Pod(SERVER.into()), Proto::Tcp, server, None)
         .await?;
-    let mut mode = NftablesMode::with_exec(Exec::new().in_netns(bed.node.name()));
+    let settings = ModeSettings {
+        netns: Some(bed.node.name().to_owned()),
+        ..ModeSettings::default()
+    };
+    let mut mode = registry::build("nftables", &settings)?;
     let mut out = Vec::new();
     for &n in sizes {
         // The probed Service is the last one; its only endpoint is the server. Every other

@@ -23,11 +23,10 @@ use kproxy::{
     source::{Event, Object},
     tracker::Tracker,
 };
-use kproxy_dataplane::nft::Exec;
 use kproxy_modes::{
     Mode, ModeError, SyncError, SyncStats,
     model::{ChangeSet, DesiredState, Protocol, ServicePortName},
-    nftables::NftablesMode,
+    registry::{self, ModeSettings},
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -55,7 +54,7 @@ pub struct LatencyRun {
     /// Trigger -> commit, per update, sorted.
     pub latency_ms: Vec<f64>,
     /// Syncs that ended after the first update was sent, full and partial, and how long the
-    /// partial ones took in `NftablesMode::sync` (sorted).
+    /// partial ones took in the mode's `sync` (sorted).
     pub syncs: u32,
     pub full_syncs: u32,
     pub partial_sync_ms: Vec<f64>,
@@ -80,7 +79,7 @@ struct Shared {
 
 /// The nftables mode, reporting each successful sync and the updates it committed.
 struct Recording {
-    inner: NftablesMode,
+    inner: Box<dyn Mode>,
     shared: Arc<Mutex<Shared>>,
 }
 
@@ -173,14 +172,14 @@ pub fn run(services: u32, endpoints: u32, rate: u32, seconds: u32) -> Result<Lat
     let rt = crate::runtime()?;
     let r = rt.block_on(drive(services, endpoints, rate, seconds));
     // A fresh mode can remove the table: cleanup needs no applied state.
-    NftablesMode::with_exec(Exec::new()).cleanup()?;
+    registry::build("nftables", &ModeSettings::default())?.cleanup()?;
     r
 }
 
 async fn drive(services: u32, endpoints: u32, rate: u32, seconds: u32) -> Result<LatencyRun> {
     let shared = Arc::new(Mutex::new(Shared::default()));
     let mode = Recording {
-        inner: NftablesMode::with_exec(Exec::new()),
+        inner: registry::build("nftables", &ModeSettings::default())?,
         shared: shared.clone(),
     };
     let (tx, rx) = mpsc::channel(4096);

@@ -1,6 +1,7 @@
 //! Thin typed clients for the kernel interfaces kproxy programs. No Kubernetes knowledge lives here.
 
 pub mod addrs;
+mod child;
 pub mod conntrack;
 pub mod iptables;
 pub mod netlink;

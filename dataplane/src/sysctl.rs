@@ -198,5 +198,4 @@ impl Sysctl {
 }
 
 #[cfg(test)]
-#[path = "sysctl_tests.rs"]
 mod tests;

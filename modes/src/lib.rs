@@ -9,6 +9,7 @@ pub mod error;
 pub mod leftovers;
 mod mode;
 pub mod model;
+pub mod names;
 pub mod nftables;
 pub mod registry;
 pub mod testing;

@@ -38,6 +38,20 @@ pub struct SyncStats {
     pub endpoints: usize,
 }
 
+impl SyncStats {
+    /// The counts of `desired`, for a sync that was `full` or not.
+    pub fn of(desired: &DesiredState, full: bool) -> Self {
+        let ports = desired.families.iter().flat_map(|f| f.services.values());
+        SyncStats {
+            full,
+            service_ports: ports.clone().count(),
+            endpoints: ports
+                .map(|sp| sp.endpoints.cluster.len() + sp.endpoints.local.len())
+                .sum(),
+        }
+    }
+}
+
 /// A failed sync: the error and whether the attempt was a full one.
 #[derive(Debug, thiserror::Error)]
 #[error("{error}")]

@@ -4,7 +4,7 @@
 use kproxy::source::{Event, Kind};
 use serde_json::json;
 
-use super::{
+use crate::{
     Source, apiserver::ApiServer, apiserver::Res, change, names, s, small_cluster,
     support::simple_service,
 };

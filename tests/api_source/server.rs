@@ -10,7 +10,7 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{apiserver::ApiServer, support::simple_service};
+use crate::{apiserver::ApiServer, support::simple_service};
 
 async fn services(server: &ApiServer) -> Api<Service> {
     let settings = ClientSettings {

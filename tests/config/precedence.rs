@@ -8,7 +8,7 @@ use clap::Parser;
 use kproxy::cli::{Cli, Command, DebugCommand, OutputFormat, resolve_config, write_config_to};
 use kproxy::config::{ConfigError, KubeProxyConfiguration, LocalMode, ProxyMode};
 
-use super::{data, flags, parse_file, resolve, resolve_err, temp_path};
+use crate::{data, flags, parse_file, resolve, resolve_err, temp_path};
 
 #[test]
 fn flags_alone_override_the_defaults() {

@@ -14,7 +14,7 @@ use tokio::{
     time::timeout,
 };
 
-use super::{data, ids, service_yaml};
+use crate::{data, ids, service_yaml};
 
 pub const DEADLINE: Duration = Duration::from_secs(10);
 pub const QUIET: Duration = DEFAULT_POLL_INTERVAL.saturating_mul(3);

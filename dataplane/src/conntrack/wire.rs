@@ -201,5 +201,4 @@ fn tuple(parts: &[Tuple]) -> FlowTuple {
 }
 
 #[cfg(test)]
-#[path = "wire_tests.rs"]
 mod tests;

@@ -129,27 +129,14 @@ impl Iptables {
             program: program.to_owned(),
             source,
         };
-        let mut child = cmd
+        let child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(spawn_err)?;
-        let input = child.stdin.take();
-        // Write from another thread while this one collects output: the tool may fail before
-        // reading all its input, and a full stderr pipe would deadlock a single thread.
-        let out = std::thread::scope(|s| {
-            let writer = input
-                .zip(stdin)
-                .map(|(mut input, text)| s.spawn(move || input.write_all(text.as_bytes())));
-            let out = child.wait_with_output();
-            if let Some(w) = writer {
-                // A write error (the tool exited early) is explained by its status and stderr.
-                let _ = w.join();
-            }
-            out
-        })
-        .map_err(spawn_err)?;
+        let write = stdin.map(|text| move |w: &mut dyn Write| w.write_all(text.as_bytes()));
+        let out = crate::child::feed_and_wait(child, write).map_err(spawn_err)?;
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }

@@ -163,5 +163,4 @@ pub fn split_words(text: &str) -> Vec<String> {
 }
 
 #[cfg(test)]
-#[path = "save_tests.rs"]
 mod tests;

@@ -175,34 +175,22 @@ impl Exec {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = self.netns.run(|| cmd.spawn().map_err(spawn_err))?;
+        let child = self.netns.run(|| cmd.spawn().map_err(spawn_err))?;
         if let Some(log) = &self.spawned {
             log.record(child.id());
         }
-        let input = child.stdin.take();
-        // Write from another thread while this one collects output: nft may report errors
-        // before it has read all of a large input, and a full stderr pipe would deadlock us.
         // The lines go straight from the transaction into the pipe: a full sync's text is
         // megabytes, and a copy of it (or two) was most of the first sync's peak memory.
-        let out = std::thread::scope(|s| {
-            let writer = input.zip(tx).map(|(input, tx)| {
-                s.spawn(move || {
-                    let mut w = std::io::BufWriter::new(input);
-                    for line in tx.lines() {
-                        w.write_all(line.as_bytes())?;
-                        w.write_all(b"\n")?;
-                    }
-                    w.flush()
-                })
-            });
-            let out = child.wait_with_output();
-            if let Some(w) = writer {
-                // A write error (nft exited early) is explained by nft's status and stderr.
-                let _ = w.join();
+        let write = tx.map(|tx| {
+            move |w: &mut dyn Write| {
+                for line in tx.lines() {
+                    w.write_all(line.as_bytes())?;
+                    w.write_all(b"\n")?;
+                }
+                Ok(())
             }
-            out
-        })
-        .map_err(spawn_err)?;
+        });
+        let out = crate::child::feed_and_wait(child, write).map_err(spawn_err)?;
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }

@@ -269,5 +269,4 @@ fn align(len: usize) -> usize {
 }
 
 #[cfg(test)]
-#[path = "wire_tests.rs"]
 mod tests;

@@ -175,6 +175,17 @@ impl ConntrackHygiene {
         }
     }
 
+    /// What every mode calls after a successful apply: `full` says the mode replaced everything,
+    /// which may cover changes the caller's change set no longer names (the first sync, or the
+    /// one after a failure), so every port is compared then.
+    pub fn after_apply(&mut self, desired: &DesiredState, changes: &ChangeSet, full: bool) {
+        if full && !changes.full {
+            self.after_sync(desired, &ChangeSet::full());
+        } else {
+            self.after_sync(desired, changes);
+        }
+    }
+
     /// Call once the kernel holds `desired` (never after a failed apply: the flows would be
     /// deleted while the old rules could still recreate them, and `known` would be wrong).
     pub fn after_sync(&mut self, desired: &DesiredState, changes: &ChangeSet) {

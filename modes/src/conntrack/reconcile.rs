@@ -109,5 +109,4 @@ pub fn reconcile(desired: &DesiredState, family: IpFamily, entries: &[Entry]) ->
 }
 
 #[cfg(test)]
-#[path = "reconcile_tests.rs"]
 mod tests;

@@ -155,5 +155,4 @@ fn remove_from(ipt: &Iptables, out: &mut Leftovers) {
 }
 
 #[cfg(test)]
-#[path = "iptables_tests.rs"]
 mod tests;

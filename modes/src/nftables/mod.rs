@@ -139,15 +139,8 @@ impl<C: NftClient> NftablesMode<C> {
     /// After a successful apply only: the new rules must be in place before stale flows go, or
     /// the next packet would recreate the same flow.
     fn clean_conntrack(&mut self, desired: &DesiredState, changes: &ChangeSet, full: bool) {
-        let Some(hygiene) = &mut self.conntrack else {
-            return;
-        };
-        // A full render (first sync, or after a failure) may cover changes the caller's change
-        // set no longer names, so every port is compared then.
-        if full && !changes.full {
-            hygiene.after_sync(desired, &ChangeSet::full());
-        } else {
-            hygiene.after_sync(desired, changes);
+        if let Some(hygiene) = &mut self.conntrack {
+            hygiene.after_apply(desired, changes, full);
         }
     }
 }
@@ -217,7 +210,7 @@ impl<C: NftClient + Send> Mode for NftablesMode<C> {
             self.last_full = Some(Instant::now());
         }
         self.clean_conntrack(desired, changes, full);
-        Ok(stats(desired, full))
+        Ok(SyncStats::of(desired, full))
     }
 
     fn kernel_view(&self) -> Result<crate::view::KernelView, ModeError> {
@@ -262,16 +255,5 @@ impl<C: NftClient + Send> Mode for NftablesMode<C> {
                 value: ct.failures(),
             },
         ]
-    }
-}
-
-fn stats(desired: &DesiredState, full: bool) -> SyncStats {
-    let ports = desired.families.iter().flat_map(|f| f.services.values());
-    SyncStats {
-        full,
-        service_ports: ports.clone().count(),
-        endpoints: ports
-            .map(|sp| sp.endpoints.cluster.len() + sp.endpoints.local.len())
-            .sum(),
     }
 }

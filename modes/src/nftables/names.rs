@@ -156,35 +156,8 @@ pub fn slot_map(proto: Protocol, shard: u32) -> String {
     format!("{ENDPOINT_SLOTS_PREFIX}{}-{shard}", proto_name(proto))
 }
 
-/// Prefixes `name` with 8 characters of a hash of itself and truncates the result to fit any
-/// prefix: the hash keeps truncated names unique and makes similar names easy to tell apart.
 fn hash_and_truncate(name: &str) -> String {
-    let mut out = format!("{}-{name}", base32_8(fnv1a64(name.as_bytes())));
-    if out.len() > BASE_MAX {
-        // Names are ASCII ([a-z0-9-./_]), so any byte index is a char boundary.
-        out.truncate(BASE_MAX - 3);
-        out.push_str("...");
-    }
-    out
-}
-
-/// FNV-1a: stable across Rust versions and platforms (unlike `DefaultHasher`), which matters
-/// because names must survive a restart or an upgrade of kproxy.
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// The top 40 bits of `h` as 8 base32 characters (RFC 4648 alphabet, upper case).
-fn base32_8(h: u64) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    (0..8)
-        .map(|i| ALPHABET[((h >> (59 - 5 * i)) & 31) as usize] as char)
-        .collect()
+    crate::names::hash_and_truncate(name, BASE_MAX)
 }
 
 #[cfg(test)]
