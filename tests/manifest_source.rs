@@ -9,12 +9,11 @@ use kproxy::source::{
     manifest::{LoadedManifests, ManifestError, ManifestProblem, load},
 };
 
-/// Reloads: a broken file keeps its last good objects; only changes are sent.
-#[path = "manifest_source/last_good.rs"]
-mod last_good;
-/// The watcher's tests, in the same test binary.
+/// The watcher's tests, in the same test binary; `last_good`: a broken file keeps its last good
+/// objects, and only changes are sent.
 // Inline, so that the module is found under tests/manifest_source/.
 mod manifest_source {
+    pub mod last_good;
     pub mod watch;
 }
 

@@ -16,7 +16,7 @@ use kproxy::source::{
 };
 use tokio::sync::mpsc;
 
-use super::service_yaml;
+use crate::service_yaml;
 use super::watch::{Seen, assert_no_reload, first_load, next_events, port, start};
 
 fn slice_yaml(service: &str, ip: &str) -> String {
