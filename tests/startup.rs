@@ -115,7 +115,10 @@ fn a_second_agent_or_a_cleanup_beside_a_running_agent_is_refused_naming_it() {
     let first = Agent::start(&ns, &kproxy(&env, AGENT));
     let pid = format!("pid {}", first.pid());
     for args in [AGENT, &["--cleanup"][..]] {
-        let out = ns.run(&kproxy(&env, args));
+        // Bounded: without the lock (363a40b) the second agent would run on.
+        let mut argv = vec!["timeout", "20"];
+        argv.extend(kproxy(&env, args));
+        let out = ns.run(&argv);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?}: {stderr}");
         assert!(

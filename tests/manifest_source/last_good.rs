@@ -16,8 +16,8 @@ use kproxy::source::{
 };
 use tokio::sync::mpsc;
 
-use crate::service_yaml;
 use super::watch::{Seen, assert_no_reload, first_load, next_events, port, start};
+use crate::service_yaml;
 
 fn slice_yaml(service: &str, ip: &str) -> String {
     format!(
