@@ -15,23 +15,14 @@ use std::{
     time::Duration,
 };
 
-use support::netns::Netns;
+use support::netns::{Netns, agent_config};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kproxy");
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples");
 const RUNTIME_ENV: &str = "KPROXY_RUNTIME_DIR";
 
 fn config(dir: &Path) -> String {
-    config_with(dir, "")
-}
-
-/// The config with `extra` YAML appended.
-fn config_with(dir: &Path, extra: &str) -> String {
-    let path = dir.join("config.yaml");
-    let base = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: nftables\n\
-         clusterCIDR: 10.244.0.0/16\nhealthzBindAddress: 127.0.0.1:10256\nmetricsBindAddress: 127.0.0.1:10249\n";
-    std::fs::write(&path, format!("{base}{extra}")).unwrap();
-    path.to_string_lossy().into_owned()
+    agent_config(dir, "")
 }
 
 /// A kproxy agent in a namespace, its record under `runtime`; killed on drop (so its record
@@ -130,7 +121,7 @@ fn the_kernel_view_matches_after_a_sync_and_names_a_difference_under_its_service
     let dir = tempfile::tempdir().unwrap();
     // The agent repairs drift itself, after minSyncPeriod: a long one keeps the difference made
     // below in place while the dump looks at it.
-    let cfg = config_with(
+    let cfg = agent_config(
         dir.path(),
         "nftables:\n  syncPeriod: 1h\n  minSyncPeriod: 10m\n",
     );

@@ -79,3 +79,14 @@ impl Drop for Agent {
         let _ = self.0.wait();
     }
 }
+
+/// Writes an nftables-mode KubeProxyConfiguration for an agent in a test namespace (cluster CIDR
+/// 10.244.0.0/16, health and metrics on loopback) into `dir`, with `extra` YAML appended;
+/// returns its path.
+pub fn agent_config(dir: &std::path::Path, extra: &str) -> String {
+    let path = dir.join("config.yaml");
+    let base = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: nftables\n\
+         clusterCIDR: 10.244.0.0/16\nhealthzBindAddress: 127.0.0.1:10256\nmetricsBindAddress: 127.0.0.1:10249\n";
+    std::fs::write(&path, format!("{base}{extra}")).expect("writing the config");
+    path.to_string_lossy().into_owned()
+}
