@@ -1,19 +1,14 @@
 //! The `kproxy` binary: flags and config at the edge, then the agent or a debug command.
 
-use std::{
-    io::Write,
-    path::{Path, PathBuf},
-    process::ExitCode,
-    sync::Arc,
-};
+use std::{io::IsTerminal, path::Path, process::ExitCode, sync::Arc};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use kproxy::{
     agent,
-    cli::{Cli, Command, DebugCommand, DumpArgs, OutputFormat, ProxyFlags},
+    cli::{Cli, Command, DebugCommand, ProxyFlags},
     config::KubeProxyConfiguration,
-    debug::{self, kernel, record},
+    debug::record,
     events::{self, EventSink, KubeSink, LogSink, ProxyEvent},
     health::{self, ProxyHealth, WallClock, service::ServiceHealthServer},
     metrics::{Metrics, MetricsServer, run_metrics_server},
@@ -28,10 +23,7 @@ use kproxy::{
     tracker::Tracker,
 };
 use kproxy_dataplane::sysctl::IntFile;
-use kproxy_modes::{
-    model::DesiredState,
-    registry::{self, ModeSettings},
-};
+use kproxy_modes::registry::{self, ModeSettings};
 use tokio::task::JoinSet;
 
 // jemalloc instead of glibc malloc: glibc keeps the first sync's freed transients (tens of MiB
@@ -62,6 +54,8 @@ fn init_logging(flags: &ProxyFlags) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in a journal or a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -69,7 +63,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Some(Command::Debug(DebugCommand::Dump(args))) => {
             init_logging(&args.flags);
-            dump(&args)
+            kproxy::debug::command::run(&args)
         }
         None => {
             init_logging(&cli.flags);
@@ -88,11 +82,19 @@ fn agent_main(cli: Cli) -> Result<()> {
     }
     let settings = options::mode_settings(&cfg);
     if cli.flags.cleanup.unwrap_or(false) {
+        // A cleanup beside a running agent would delete its rules under it.
+        let _lock = kproxy::setup::lock::acquire()
+            .map(Some)
+            .or_else(lock_io_is_a_warning)?;
         return cleanup_every_mode(&settings);
     }
     // The mode is chosen before anything on the node changes: an unavailable one is
     // refused with the node as it was.
     let mode = registry::build(&cfg.proxy_mode().to_string(), &settings)?;
+    // Then one agent per network namespace, still before anything changes; held until exit.
+    let _lock = kproxy::setup::lock::acquire()
+        .map(Some)
+        .or_else(lock_io_is_a_warning)?;
     // Upstream's order: conntrack set-up before the proxier; --init-only stops after it.
     kproxy::setup::conntrack(&cfg).context("conntrack set-up")?;
     if cli.flags.init_only.unwrap_or(false) {
@@ -116,11 +118,15 @@ fn agent_main(cli: Cli) -> Result<()> {
     runtime.block_on(async move {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let node = opts.node_name.clone();
+        // Manifest files failing to parse, for the metrics; stays 0 with the API source.
+        let failing = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (source, sink): (_, Arc<dyn EventSink>) = match cli.flags.manifests.clone() {
             Some(manifests) => {
                 tracing::info!(manifests = %manifests.display(), "reading objects from manifests");
+                let poll = manifest::DEFAULT_POLL_INTERVAL;
+                let watch = manifest::watch_reporting(manifests, poll, tx, failing.clone());
                 let source = tokio::spawn(async move {
-                    if let Err(e) = manifest::watch(manifests, tx).await {
+                    if let Err(e) = watch.await {
                         tracing::error!(error = %e, "the manifest source stopped");
                     }
                 });
@@ -140,7 +146,7 @@ fn agent_main(cli: Cli) -> Result<()> {
                 )
             }
         };
-        let (observer, mut servers) = observability(&cfg, &opts.node_name, periods, sink);
+        let (observer, mut servers) = observability(&cfg, &opts.node_name, periods, sink, failing);
         let agent = agent::run_observed(
             Tracker::new(opts),
             rx,
@@ -160,12 +166,27 @@ fn agent_main(cli: Cli) -> Result<()> {
     })
 }
 
+/// Only another agent holding the lock stops kproxy; a lock that cannot be taken at all (a
+/// read-only /run) is a warning, as the record is: kproxy runs, without the guard.
+fn lock_io_is_a_warning(
+    e: kproxy::setup::lock::LockError,
+) -> Result<Option<kproxy::setup::lock::AgentLock>> {
+    match e {
+        kproxy::setup::lock::LockError::Io { .. } => {
+            tracing::warn!(error = %e, "a second kproxy in this network namespace would not be detected");
+            Ok(None)
+        }
+        held => Err(held.into()),
+    }
+}
+
 /// Proxy health, metrics and Service health checks, and the tasks serving the first two.
 fn observability(
     cfg: &KubeProxyConfiguration,
     node_name: &str,
     periods: agent::Periods,
     sink: Arc<dyn EventSink>,
+    manifest_files_failing: Arc<std::sync::atomic::AtomicU64>,
 ) -> (agent::Observer, JoinSet<std::io::Result<()>>) {
     let clock = WallClock::new();
     // Upstream's healthTimeout.
@@ -175,7 +196,8 @@ fn observability(
     let metrics = Arc::new(
         Metrics::new(cfg.proxy_mode(), clock)
             .with_health(health.clone())
-            .with_healthcheck_failures(services.failure_counter()),
+            .with_healthcheck_failures(services.failure_counter())
+            .with_manifest_files_failing(manifest_files_failing),
     );
     let hard_fail = cfg.bind_address_hard_fail;
     let mut servers = JoinSet::new();
@@ -256,91 +278,4 @@ fn publish_record(
             None
         }
     }
-}
-
-/// The configuration and manifests `debug dump` works from: the flags', and for what they do
-/// not give, the running agent's.
-fn dump_inputs(flags: &ProxyFlags) -> Result<(KubeProxyConfiguration, PathBuf)> {
-    let agent = match (&flags.config, &flags.manifests) {
-        (Some(_), Some(_)) => None,
-        _ => record::running_agent()?,
-    };
-    let cfg = match (&flags.config, &agent) {
-        (None, Some(a)) => {
-            tracing::info!(pid = a.pid, mode = %a.proxy_mode, "using the running agent's configuration");
-            kproxy::cli::resolve_config_text(flags, &a.config)
-        }
-        _ => kproxy::cli::resolve_config(flags),
-    }
-    .context("invalid configuration")?;
-    let manifests = match (&flags.manifests, &agent) {
-        (Some(path), _) => path.clone(),
-        (None, Some(a)) => a.manifests.clone().with_context(|| format!(
-            "the kproxy agent running here (pid {}) reads the API server; debug dump reads manifests only: pass --manifests PATH",
-            a.pid
-        ))?,
-        (None, None) => anyhow::bail!(
-            "debug dump needs --manifests PATH (a directory or file of manifests), or a kproxy agent running with --manifests in this network namespace (none found: no live record at {})",
-            record::path().map_or_else(|e| e.to_string(), |p| p.display().to_string())
-        ),
-    };
-    Ok((cfg, manifests))
-}
-
-/// Builds the desired state from the manifests at `path` the way the agent would.
-fn desired_from_manifests(cfg: &KubeProxyConfiguration, path: &Path) -> Result<DesiredState> {
-    let opts = options::proxy_options(cfg);
-    let loaded = manifest::load(path)?;
-    if !loaded
-        .nodes
-        .iter()
-        .any(|n| n.metadata.name.as_deref() == Some(opts.node_name.as_str()))
-    {
-        tracing::warn!(node = %opts.node_name, "no Node object with this node's name in the manifests: no endpoint counts as local and no zone is known (set --hostname-override)");
-    }
-    let mut tracker = Tracker::new(opts);
-    for event in loaded.into_events() {
-        tracker.apply(event);
-    }
-    if tracker.needs_local_addresses() {
-        // This host's addresses resolve nodePortAddresses, as the agent's would.
-        let addrs = kproxy_dataplane::addrs::local_addresses(None).unwrap_or_default();
-        tracker.set_local_addresses(addrs);
-    }
-    let (state, _) = tracker
-        .update()
-        .context("manifests did not list every kind")?;
-    Ok(state.clone())
-}
-
-/// `debug dump`; with `--kernel`, the kernel is read through the configured mode and a
-/// difference exits with [`kernel::EXIT_DIFFERENCES`].
-fn dump(args: &DumpArgs) -> Result<ExitCode> {
-    let (cfg, manifests) = dump_inputs(&args.flags)?;
-    let state = desired_from_manifests(&cfg, &manifests)?;
-    let report = match args.kernel {
-        true => Some(kernel::inspect(
-            &cfg.proxy_mode().to_string(),
-            &options::mode_settings(&cfg),
-            &state,
-        )?),
-        false => None,
-    };
-    let with_kernel =
-        |r: &kernel::Report| serde_json::json!({"desired": state, "kernel": kernel::json(r)});
-    let text = match (args.output, &report) {
-        (OutputFormat::Table, None) => debug::dump::table(&state),
-        (OutputFormat::Table, Some(r)) => debug::dump::table(&state) + &kernel::table(&state, r),
-        (OutputFormat::Json, None) => serde_json::to_string_pretty(&state)? + "\n",
-        (OutputFormat::Json, Some(r)) => serde_json::to_string_pretty(&with_kernel(r))? + "\n",
-        (OutputFormat::Yaml, None) => serde_saphyr::to_string(&state).context("yaml output")?,
-        (OutputFormat::Yaml, Some(r)) => {
-            serde_saphyr::to_string(&with_kernel(r)).context("yaml output")?
-        }
-    };
-    std::io::stdout().write_all(text.as_bytes())?;
-    Ok(match report {
-        Some(r) if !r.matches() => ExitCode::from(kernel::EXIT_DIFFERENCES),
-        _ => ExitCode::SUCCESS,
-    })
 }

@@ -47,10 +47,14 @@ fn temp_path(name: &str) -> PathBuf {
 
 #[test]
 fn the_file_upstream_writes_with_write_config_to_parses_to_exactly_the_defaults() {
-    assert_eq!(
-        parse_file("upstream-defaults.yaml"),
-        KubeProxyConfiguration::default()
-    );
+    // Upstream writes its default mode, iptables, which kproxy's default (nftables) is not; and
+    // nodePortAddresses defaults to [primary] only for nftables.
+    let expected = KubeProxyConfiguration {
+        mode: "iptables".into(),
+        node_port_addresses: vec![],
+        ..KubeProxyConfiguration::default()
+    };
+    assert_eq!(parse_file("upstream-defaults.yaml"), expected);
 }
 
 #[test]
@@ -59,7 +63,9 @@ fn the_defaults_are_upstreams() {
     assert_eq!(cfg.bind_address, "0.0.0.0");
     assert_eq!(cfg.healthz_bind_address, "0.0.0.0:10256");
     assert_eq!(cfg.metrics_bind_address, "127.0.0.1:10249");
-    assert_eq!(cfg.proxy_mode(), ProxyMode::Iptables);
+    // kproxy's one difference: no mode means the first mode this build has (upstream: iptables).
+    assert_eq!(cfg.proxy_mode(), ProxyMode::Nftables);
+    assert_eq!(cfg.node_port_addresses, ["primary"]);
     assert_eq!(cfg.detect_local_mode(), LocalMode::ClusterCidr);
     assert_eq!(cfg.effective_masquerade_bit(), 14);
     assert!(!cfg.effective_masquerade_all());
@@ -167,7 +173,13 @@ fn what_write_config_to_writes_parses_back_to_an_equal_config() {
 
 #[test]
 fn write_config_to_writes_sorted_keys_and_go_durations_like_upstream() {
-    let text = KubeProxyConfiguration::default().to_yaml_string();
+    // Upstream's defaults (mode iptables, so no [primary] nodePortAddresses).
+    let text = KubeProxyConfiguration {
+        mode: "iptables".into(),
+        node_port_addresses: vec![],
+        ..KubeProxyConfiguration::default()
+    }
+    .to_yaml_string();
     assert!(
         text.starts_with("apiVersion: kubeproxy.config.k8s.io/v1alpha1\n"),
         "{text}"

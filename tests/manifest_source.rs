@@ -9,9 +9,11 @@ use kproxy::source::{
     manifest::{LoadedManifests, ManifestError, ManifestProblem, load},
 };
 
-/// The watcher's tests, in the same test binary.
+/// The watcher's tests, in the same test binary; `last_good`: a broken file keeps its last good
+/// objects, and only changes are sent.
 // Inline, so that the module is found under tests/manifest_source/.
 mod manifest_source {
+    pub mod last_good;
     pub mod watch;
 }
 
@@ -266,4 +268,51 @@ pub fn service_yaml(name: &str, port: u16) -> String {
     format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  ports:\n    - port: {port}\n"
     )
+}
+
+/// Captures what kproxy logs while `f` runs (kubectl-style warnings are log lines).
+fn logged(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+}
+
+/// Issue 10, probe 5 (manifests): a misspelled field (`prots:`) is warned with its path, as
+/// kubectl's strict field validation does, and the object is still used.
+#[test]
+fn unknown_fields_of_known_kinds_are_warned_and_the_object_is_still_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = service_yaml("web", 80).replace("  ports:", "  prots: []\n  ports:") + "  typo: 1\n";
+    std::fs::write(dir.path().join("web.yaml"), text).unwrap();
+    let mut loaded = None;
+    let log = logged(|| loaded = Some(load(dir.path()).unwrap()));
+    let loaded = loaded.unwrap();
+    assert_eq!(ids(&loaded.services), ["default/web"]);
+    assert_eq!(problems(&loaded), []);
+    assert!(log.contains(r#"unknown field "spec.prots""#), "{log}");
+    assert!(log.contains(r#"unknown field "spec.typo""#), "{log}");
+    assert!(
+        log.contains("default/web") && log.contains("web.yaml"),
+        "{log}"
+    );
+    // Every field of the bundled examples is known: no warning for them.
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+    let log = logged(|| drop(load(&examples).unwrap()));
+    assert!(!log.contains("unknown field"), "{log}");
 }

@@ -19,9 +19,9 @@ use crate::config::{ConfigError, FieldError, KubeProxyConfiguration, ProxyMode};
 pub fn resolve_config(flags: &ProxyFlags) -> Result<KubeProxyConfiguration, ConfigError> {
     let text = match &flags.config {
         Some(path) => Some(
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
                 path: path.clone(),
-                source,
+                error,
             })?,
         ),
         None => None,
@@ -77,9 +77,9 @@ fn resolve(
 
 /// Writes what `--write-config-to` writes.
 pub fn write_config_to(cfg: &KubeProxyConfiguration, path: &Path) -> Result<(), ConfigError> {
-    std::fs::write(path, cfg.to_yaml_string()).map_err(|source| ConfigError::Write {
+    std::fs::write(path, cfg.to_yaml_string()).map_err(|error| ConfigError::Write {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 

@@ -127,7 +127,9 @@ pub struct ProxyFlags {
     #[arg(long, value_name = "MAJOR.MINOR")]
     pub show_hidden_metrics_for_version: Option<String>,
 
-    /// userspace, iptables (default), nftables or ipvs. Ignored with --config.
+    /// userspace, iptables, nftables or ipvs; this build has nftables only. Default: the first
+    /// mode this build has, nftables (upstream's default, iptables, once kproxy has it). Ignored
+    /// with --config.
     #[arg(long, value_name = "MODE", value_parser = parse_proxy_mode)]
     pub proxy_mode: Option<ProxyMode>,
     #[arg(long, value_name = "BIT", allow_negative_numbers = true)]
@@ -136,13 +138,13 @@ pub struct ProxyFlags {
     pub masquerade_all: Option<bool>,
     #[arg(long = "iptables-localhost-nodeports", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub iptables_localhost_nodeports: Option<bool>,
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub iptables_sync_period: Option<GoDuration>,
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub iptables_min_sync_period: Option<GoDuration>,
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub ipvs_sync_period: Option<GoDuration>,
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub ipvs_min_sync_period: Option<GoDuration>,
     #[arg(long, value_name = "NAME")]
     pub ipvs_scheduler: Option<String>,
@@ -150,11 +152,11 @@ pub struct ProxyFlags {
     pub ipvs_exclude_cidrs: Option<Vec<String>>,
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub ipvs_strict_arp: Option<bool>,
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub ipvs_tcp_timeout: Option<GoDuration>,
-    #[arg(long = "ipvs-tcpfin-timeout", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long = "ipvs-tcpfin-timeout", value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub ipvs_tcpfin_timeout: Option<GoDuration>,
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub ipvs_udp_timeout: Option<GoDuration>,
 
     /// ClusterCIDR (default), NodeCIDR, BridgeInterface or InterfaceNamePrefix. Ignored with --config.
@@ -181,17 +183,17 @@ pub struct ProxyFlags {
     pub conntrack_max_per_core: Option<i32>,
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub conntrack_min: Option<i32>,
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub conntrack_tcp_timeout_established: Option<GoDuration>,
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub conntrack_tcp_timeout_close_wait: Option<GoDuration>,
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub conntrack_tcp_be_liberal: Option<bool>,
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub conntrack_udp_timeout: Option<GoDuration>,
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub conntrack_udp_timeout_stream: Option<GoDuration>,
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub config_sync_period: Option<GoDuration>,
 
     /// NodePorts kproxy programs (kproxy's own flag, with the API server's name and default
@@ -204,6 +206,9 @@ pub struct ProxyFlags {
     pub v: Option<u32>,
 }
 
+/// Duration flags allow values with a leading '-' (`allow_hyphen_values`): a negative duration
+/// then reaches this parser and is named as negative, where clap alone would call `-5s` an
+/// unexpected argument.
 fn parse_duration(s: &str) -> Result<GoDuration, String> {
     s.parse()
         .map_err(|e: crate::config::DurationError| e.to_string())

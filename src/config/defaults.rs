@@ -118,11 +118,15 @@ impl KubeProxyConfiguration {
         default_zero(&mut log.flush_frequency, GoDuration::from_secs(5));
     }
 
-    /// Platform defaults: the mode falls back to iptables, nftables serves NodePorts only on the
-    /// node's primary IPs unless told otherwise, and local traffic is detected by cluster CIDR.
+    /// Platform defaults: an empty mode becomes kproxy's default mode ([`default_mode`]; upstream's
+    /// is iptables, which kproxy does not have yet), nftables serves NodePorts only on the node's
+    /// primary IPs unless told otherwise, and local traffic is detected by cluster CIDR.
     pub fn apply_platform_defaults(&mut self) {
         if self.mode.is_empty() {
-            self.mode = ProxyMode::Iptables.to_string();
+            let mode = default_mode();
+            // Said aloud: an operator coming from kube-proxy expects iptables here.
+            tracing::info!(mode = %mode, "no proxy mode given: using kproxy's default, the first mode this build has (upstream's default, iptables, is not in it)");
+            self.mode = mode.to_string();
         }
         if self.mode == "nftables" && self.node_port_addresses.is_empty() {
             self.node_port_addresses = vec!["primary".to_string()];
@@ -138,6 +142,15 @@ impl KubeProxyConfiguration {
         cfg.apply_scheme_defaults();
         cfg
     }
+}
+
+/// The mode used when none is given: the first of kproxy's registry, which lists its modes in
+/// upstream's order of preference (iptables first, once kproxy has it). Today: nftables.
+pub fn default_mode() -> ProxyMode {
+    kproxy_modes::registry::MODES
+        .first()
+        .and_then(|m| m.name.parse().ok())
+        .unwrap_or(ProxyMode::Nftables)
 }
 
 fn default_zero(d: &mut GoDuration, value: GoDuration) {

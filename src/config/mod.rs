@@ -19,7 +19,7 @@ mod modes;
 mod serde_helpers;
 mod validation;
 
-pub use defaults::{MIN_SYNC_PERIOD, SYNC_PERIOD, append_port_if_needed};
+pub use defaults::{MIN_SYNC_PERIOD, SYNC_PERIOD, append_port_if_needed, default_mode};
 pub use duration::{DurationError, GoDuration};
 pub use modes::{LocalMode, ProxyMode};
 pub use serde_helpers::{
@@ -173,15 +173,17 @@ impl fmt::Display for FieldError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {}: {source}", path.display())]
+    // The OS error is in the message and deliberately not a `#[source]`: `{:#}` would print it
+    // a second time.
+    #[error("cannot read config file {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot write config file {}: {source}", path.display())]
+    #[error("cannot write config file {}: {error}", path.display())]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("config is not valid yaml or json: {0}")]
     Syntax(String),
@@ -280,9 +282,9 @@ impl KubeProxyConfiguration {
         }
     }
 
-    /// Empty and unknown modes read as iptables, upstream's Linux default (validate first).
+    /// Empty and unknown modes read as [`default_mode`] (validate first).
     pub fn proxy_mode(&self) -> ProxyMode {
-        self.mode.parse().unwrap_or(ProxyMode::Iptables)
+        self.mode.parse().unwrap_or_else(|_| default_mode())
     }
 
     /// Empty and unknown modes read as ClusterCIDR, upstream's default (validate first).

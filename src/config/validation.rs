@@ -30,7 +30,7 @@ const IPVS_SCHEDULERS: &[&str] = &[
 pub(super) fn validate(cfg: &KubeProxyConfiguration) -> Vec<FieldError> {
     let mut errs = Errors(Vec::new());
     let mode = match cfg.mode.as_str() {
-        "" => Some(ProxyMode::Iptables),
+        "" => Some(super::default_mode()),
         m => match m.parse::<ProxyMode>() {
             Ok(mode) => Some(mode),
             Err(reason) => {

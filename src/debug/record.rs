@@ -51,9 +51,15 @@ impl AgentRecord {
 
 /// Where the record of the agent in this network namespace is.
 pub fn path() -> io::Result<PathBuf> {
+    runtime_file("json")
+}
+
+/// `$KPROXY_RUNTIME_DIR/agent-<netns inode>.<ext>`: a file of the agent of this network
+/// namespace (its record, its lock).
+pub fn runtime_file(ext: &str) -> io::Result<PathBuf> {
     let inode = std::fs::metadata("/proc/self/ns/net")?.ino();
     let dir = std::env::var_os(DIR_ENV).map_or_else(|| PathBuf::from(DEFAULT_DIR), PathBuf::from);
-    Ok(dir.join(format!("agent-{inode}.json")))
+    Ok(dir.join(format!("agent-{inode}.{ext}")))
 }
 
 /// Removes the record when dropped (the agent's clean shutdown), unless another agent has

@@ -188,6 +188,15 @@ impl Collector for Collect {
             "The proxy mode's own cumulative counters, by counter name".into(),
             &mode_counter_family(m),
         )?;
+        if let Some(n) = &m.manifest_files_failing {
+            let g = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+            g.set(n.load(std::sync::atomic::Ordering::Relaxed) as i64);
+            put(
+                "kproxy_manifest_files_failing",
+                "Manifest files that fail to parse; their last good objects stay in force".into(),
+                &g,
+            )?;
+        }
         if let Some(n) = m.healthcheck_failures() {
             let c = Counter::<u64>::default();
             c.inc_by(n);

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub(crate) mode_counters: std::sync::Mutex<Vec<kproxy_modes::Counter>>,
     pub(crate) health: Option<Arc<ProxyHealth>>,
     pub(crate) healthcheck_failures: Option<Arc<AtomicU64>>,
+    /// Manifest files that currently fail to parse (the manifest source keeps it).
+    pub(crate) manifest_files_failing: Option<Arc<AtomicU64>>,
 }
 
 /// Upstream's sync latency buckets: 1 ms doubling to ~16 s.
@@ -106,6 +108,7 @@ impl Metrics {
             mode_counters: Default::default(),
             health: None,
             healthcheck_failures: None,
+            manifest_files_failing: None,
         }
     }
 
@@ -118,6 +121,12 @@ impl Metrics {
     /// Exposes the count of Service health-check ports that failed to open.
     pub fn with_healthcheck_failures(mut self, counter: Arc<AtomicU64>) -> Self {
         self.healthcheck_failures = Some(counter);
+        self
+    }
+
+    /// Exposes the number of manifest files that fail to parse (`--manifests` only).
+    pub fn with_manifest_files_failing(mut self, gauge: Arc<AtomicU64>) -> Self {
+        self.manifest_files_failing = Some(gauge);
         self
     }
 

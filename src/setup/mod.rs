@@ -20,6 +20,7 @@
 //! `--init-only` never reaches), and a failure is a warning, as upstream's.
 
 mod cpus;
+pub mod lock;
 
 use kproxy_dataplane::sysctl::{Change, IntFile, Sysctl, SysctlError};
 

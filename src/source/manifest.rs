@@ -18,20 +18,19 @@ use k8s_openapi::api::{
 
 use super::{Event, Kind, Object};
 
+mod fields;
 mod parse;
+mod state;
 mod watch;
 
-pub use watch::{DEFAULT_POLL_INTERVAL, watch, watch_every};
+pub use watch::{DEFAULT_POLL_INTERVAL, watch, watch_every, watch_reporting};
 
 /// The path given to the source cannot be used at all.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("cannot read manifests at {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    // The OS error is in the message, not a `#[source]`: `{:#}` would print it twice.
+    #[error("cannot read manifests at {}: {error}", path.display())]
+    Read { path: PathBuf, error: io::Error },
     #[error("manifest path {} is neither a file nor a directory", path.display())]
     NotFileOrDirectory { path: PathBuf },
 }
@@ -106,9 +105,9 @@ fn read_snapshot(path: &Path) -> Result<Snapshot, ManifestError> {
 
 /// The manifest files at `path`, in load order.
 fn list_files(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
-    let read_error = |source| ManifestError::Read {
+    let read_error = |error| ManifestError::Read {
         path: path.to_owned(),
-        source,
+        error,
     };
     // metadata() follows symlinks: a ConfigMap volume presents its files as symlinks.
     let meta = fs::metadata(path).map_err(read_error)?;
@@ -140,59 +139,101 @@ fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     fs::read(path).map_err(|e| e.to_string())
 }
 
+/// One file of a snapshot, parsed.
+struct FileLoad<'a> {
+    file: &'a Path,
+    objects: Vec<parse::Located>,
+    /// Some document could not be used, or the file not read: the watcher keeps the file's
+    /// last good objects in force (see `state`).
+    failed: bool,
+}
+
+/// An object's identity.
+type Key = (Kind, String, String);
+
 impl Snapshot {
-    fn parse(&self) -> LoadedManifests {
-        let mut problems = Vec::new();
-        // By identity, remembering where each object came from so that a duplicate can be
-        // reported against the definition it replaces. Sorted, so a load's order is stable.
-        let mut objects: BTreeMap<(Kind, String, String), (Object, &Path, usize)> = BTreeMap::new();
+    /// Each file parsed on its own, in load order; problems inside files are recorded.
+    fn parse_files(&self, problems: &mut Vec<ManifestProblem>) -> Vec<FileLoad<'_>> {
+        let mut out = Vec::new();
         for (file, content) in &self.files {
-            let bytes = match content {
-                Ok(bytes) => bytes,
+            let before = problems.len();
+            let objects = match content {
+                Ok(bytes) => parse::parse_file(file, bytes, problems),
                 Err(e) => {
-                    parse::problem(&mut problems, file, None, format!("cannot read: {e}"));
-                    continue;
+                    parse::problem(problems, file, None, format!("cannot read: {e}"));
+                    Vec::new()
                 }
             };
-            for (document, object) in parse::parse_file(file, bytes, &mut problems) {
-                let key = key(&object);
-                // Later documents win, as when the files are applied in order with kubectl. The
-                // earlier one was in effect skipped, so it is reported like any skipped document.
-                if let Some((_, old_file, old_document)) =
-                    objects.insert(key.clone(), (object, file, document))
-                {
-                    let (kind, namespace, name) = key;
-                    let id = if namespace.is_empty() {
-                        name
-                    } else {
-                        format!("{namespace}/{name}")
-                    };
-                    let reason = format!(
-                        "duplicate {kind} {id}: replaced by document {document} of {}",
-                        file.display()
-                    );
-                    parse::problem(&mut problems, old_file, Some(old_document), reason);
-                }
-            }
+            out.push(FileLoad {
+                file,
+                objects,
+                failed: problems.len() > before,
+            });
         }
+        out
+    }
+
+    fn parse(&self) -> LoadedManifests {
+        let mut problems = Vec::new();
+        let files = self.parse_files(&mut problems);
+        let items = files.into_iter().flat_map(|f| {
+            let file = f.file;
+            f.objects
+                .into_iter()
+                .map(move |l| (key(&l.object), file, l.document, l.object))
+        });
+        let objects = merge(items, &mut problems);
         let mut loaded = LoadedManifests {
             problems,
             ..LoadedManifests::default()
         };
-        for (object, _, _) in objects.into_values() {
-            match object {
-                Object::Service(s) => loaded.services.push(*s),
-                Object::EndpointSlice(s) => loaded.endpoint_slices.push(*s),
-                Object::Node(n) => loaded.nodes.push(*n),
-                Object::ServiceCidr(c) => loaded.service_cidrs.push(*c),
-            }
-        }
+        objects.into_values().for_each(|(o, _, _)| loaded.push(o));
         loaded
     }
 }
 
+impl LoadedManifests {
+    fn push(&mut self, object: Object) {
+        match object {
+            Object::Service(s) => self.services.push(*s),
+            Object::EndpointSlice(s) => self.endpoint_slices.push(*s),
+            Object::Node(n) => self.nodes.push(*n),
+            Object::ServiceCidr(c) => self.service_cidrs.push(*c),
+        }
+    }
+}
+
+/// One entry per identity, sorted (so a load's order is stable), remembering where each came
+/// from so that a duplicate is reported against the definition it replaces.
+fn merge<'a, T>(
+    items: impl IntoIterator<Item = (Key, &'a Path, usize, T)>,
+    problems: &mut Vec<ManifestProblem>,
+) -> BTreeMap<Key, (T, &'a Path, usize)> {
+    let mut objects = BTreeMap::new();
+    for (key, file, document, item) in items {
+        // Later documents win, as when the files are applied in order with kubectl. The
+        // earlier one was in effect skipped, so it is reported like any skipped document.
+        let Some((_, old_file, old_document)) = objects.insert(key.clone(), (item, file, document))
+        else {
+            continue;
+        };
+        let (kind, namespace, name) = key;
+        let id = if namespace.is_empty() {
+            name
+        } else {
+            format!("{namespace}/{name}")
+        };
+        let reason = format!(
+            "duplicate {kind} {id}: replaced by document {document} of {}",
+            file.display()
+        );
+        parse::problem(problems, old_file, Some(old_document), reason);
+    }
+    objects
+}
+
 /// An object's identity; a Node's namespace is always empty (parse clears it).
-fn key(object: &Object) -> (Kind, String, String) {
+fn key(object: &Object) -> Key {
     let meta = match object {
         Object::Service(s) => &s.metadata,
         Object::EndpointSlice(s) => &s.metadata,

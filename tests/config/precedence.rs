@@ -126,7 +126,8 @@ fn the_iptables_masquerade_bit_flag_does_not_change_the_nftables_bit() {
     assert_eq!(cfg.iptables.masquerade_bit, Some(3));
     assert_eq!(cfg.effective_masquerade_bit(), 14);
     assert_eq!(
-        resolve(&["--iptables-masquerade-bit", "3"]).effective_masquerade_bit(),
+        resolve(&["--proxy-mode", "iptables", "--iptables-masquerade-bit", "3"])
+            .effective_masquerade_bit(),
         3
     );
 }

@@ -62,6 +62,11 @@ impl Agent {
         }
     }
 
+    /// The agent's pid (`ip netns exec` and `env` exec it, so it is the child's).
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     /// What the agent logged up to its first sync.
     pub fn log(&self) -> String {
         self.1.join("\n")

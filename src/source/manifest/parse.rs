@@ -9,12 +9,17 @@ use k8s_openapi::api::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
-use super::ManifestProblem;
+use super::{ManifestProblem, fields};
 use crate::source::Object;
 
-/// An object of a watched kind, already normalised (namespace defaulted or cleared), and the
-/// 0-based index of the document it came from.
-pub(super) type Located = (usize, Object);
+/// An object of a watched kind, already normalised (namespace defaulted or cleared).
+pub(super) struct Located {
+    /// The 0-based index of the document it came from.
+    pub document: usize,
+    pub object: Object,
+    /// Of the object's text as written: a reload sends only objects whose fingerprint changed.
+    pub fingerprint: u64,
+}
 
 /// Parses one file. JSON files (by extension) hold exactly one document; everything else is
 /// read as a YAML stream.
@@ -140,6 +145,7 @@ fn classify(
     let Some(kind) = map.get("kind").and_then(Value::as_str).map(str::to_owned) else {
         return report(problems, "missing kind (or not a string)".to_owned());
     };
+    let fingerprint = fields::fingerprint(&map);
     let parsed = match (api_version.as_str(), kind.as_str()) {
         ("v1", "List") => {
             match map.remove("items") {
@@ -157,23 +163,24 @@ fn classify(
             }
             return;
         }
-        ("v1", "Service") => decode::<Service>(map, "Service").map(|mut s| {
+        ("v1", "Service") => decode::<Service>(map, "Service", (file, document)).map(|mut s| {
             default_namespace(&mut s.metadata);
             Object::Service(Box::new(s))
         }),
-        ("discovery.k8s.io/v1", "EndpointSlice") => decode::<EndpointSlice>(map, "EndpointSlice")
-            .map(|mut s| {
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            decode::<EndpointSlice>(map, "EndpointSlice", (file, document)).map(|mut s| {
                 default_namespace(&mut s.metadata);
                 Object::EndpointSlice(Box::new(s))
-            }),
-        ("v1", "Node") => decode::<Node>(map, "Node").map(|mut n| {
+            })
+        }
+        ("v1", "Node") => decode::<Node>(map, "Node", (file, document)).map(|mut n| {
             // Cluster-scoped: the API server drops a namespace given to a Node, and so do we,
             // so that a stray one cannot make two entries for the same Node.
             n.metadata.namespace = None;
             Object::Node(Box::new(n))
         }),
         ("networking.k8s.io/v1", "ServiceCIDR") => {
-            decode::<ServiceCIDR>(map, "ServiceCIDR").map(|mut c| {
+            decode::<ServiceCIDR>(map, "ServiceCIDR", (file, document)).map(|mut c| {
                 c.metadata.namespace = None;
                 Object::ServiceCidr(Box::new(c))
             })
@@ -201,16 +208,22 @@ fn classify(
         }
     };
     match parsed {
-        Ok(parsed) => out.push((document, parsed)),
+        Ok(object) => out.push(Located {
+            document,
+            object,
+            fingerprint,
+        }),
         Err(reason) => report(problems, reason),
     }
 }
 
 /// Checks metadata.name first: the typed decode would accept its absence, and a nameless object
-/// cannot be tracked.
-fn decode<T: serde::de::DeserializeOwned>(
+/// cannot be tracked. Fields the type does not know are warned (the object is still used), as
+/// kubectl's strict field validation warns.
+fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(
     map: serde_json::Map<String, Value>,
     kind: &str,
+    (file, document): (&Path, usize),
 ) -> Result<T, String> {
     let value = Value::Object(map);
     let name = value.pointer("/metadata/name").and_then(Value::as_str);
@@ -218,7 +231,20 @@ fn decode<T: serde::de::DeserializeOwned>(
         return Err(format!("{kind} is missing metadata.name"));
     };
     // serde_json's messages name the wrong value but not where it is, hence the object's name.
-    serde_json::from_value(value).map_err(|e| format!("{kind} {name:?} is invalid: {e}"))
+    let typed = T::deserialize(&value).map_err(|e| format!("{kind} {name:?} is invalid: {e}"))?;
+    if let Ok(back) = serde_json::to_value(&typed) {
+        for field in fields::unknown(&value, &back) {
+            // Named as it will be stored: cluster-scoped, or in its namespace (default if none).
+            let namespace = value.pointer("/metadata/namespace").and_then(Value::as_str);
+            let id = match (kind, namespace) {
+                ("Node" | "ServiceCIDR", _) => name.clone(),
+                (_, Some(ns)) if !ns.is_empty() => format!("{ns}/{name}"),
+                _ => format!("default/{name}"),
+            };
+            tracing::warn!(file = %file.display(), document, kind, object = %id, "unknown field {field:?}: ignored, the rest of the object is used");
+        }
+    }
+    Ok(typed)
 }
 
 /// `kubectl apply` puts namespaced objects without a namespace into "default"; so do we.

@@ -22,12 +22,19 @@ use std::{
     hash::{DefaultHasher, Hasher},
     io::Read,
     path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
 use tokio::{sync::mpsc::Sender, time::MissedTickBehavior};
 
-use super::{LoadedManifests, ManifestError, Snapshot, list_files, read_snapshot};
+use super::{
+    ManifestError, Snapshot, list_files, read_snapshot,
+    state::{InForce, Reloaded},
+};
 use crate::source::Event;
 
 /// How often [`watch`] looks at the files.
@@ -37,10 +44,11 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// polls, so a reload is late but never starved.
 const MAX_DEFERRED_POLLS: u32 = 10;
 
-/// Loads the manifests at `path`, sends a `Replace` event per kind, then sends them again after
-/// every change to the files. Fails only when the first load cannot read `path`; later, an
-/// unreadable path keeps the last loaded objects (like a failed relist) until it is readable
-/// again. Returns `Ok` once the receiver is dropped.
+/// Loads the manifests at `path`, sends a `Replace` event per kind, then after every change to
+/// the files an `Apply` or `Delete` per object that changed. Fails only when the first load
+/// cannot read `path`; later, an unreadable path keeps the last loaded objects (like a failed
+/// relist) until it is readable again, and a file that stops parsing keeps its last good
+/// objects until it parses again. Returns `Ok` once the receiver is dropped.
 pub async fn watch(path: PathBuf, tx: Sender<Event>) -> Result<(), ManifestError> {
     watch_every(path, DEFAULT_POLL_INTERVAL, tx).await
 }
@@ -52,9 +60,22 @@ pub async fn watch_every(
     poll: Duration,
     tx: Sender<Event>,
 ) -> Result<(), ManifestError> {
+    watch_reporting(path, poll, tx, Arc::default()).await
+}
+
+/// [`watch_every`], keeping `failing_files` at the number of manifest files that currently
+/// fail to parse (the `kproxy_manifest_files_failing` metric).
+pub async fn watch_reporting(
+    path: PathBuf,
+    poll: Duration,
+    tx: Sender<Event>,
+    failing_files: Arc<AtomicU64>,
+) -> Result<(), ManifestError> {
     let first = snapshot(&path).await?;
     let mut loaded = first.fingerprint();
-    if !send(&tx, first.parse()).await {
+    let (mut in_force, manifests) = InForce::first(&first);
+    failing_files.store(in_force.failing() as u64, Ordering::Relaxed);
+    if !send(&tx, manifests.into_events()).await {
         return Ok(());
     }
     drop(first);
@@ -105,19 +126,13 @@ pub async fn watch_every(
             pending = Some(read);
             continue;
         }
-        let manifests = content.parse();
-        tracing::info!(
-            path = %path.display(),
-            services = manifests.services.len(),
-            endpoint_slices = manifests.endpoint_slices.len(),
-            nodes = manifests.nodes.len(),
-            problems = manifests.problems.len(),
-            "reloaded manifests",
-        );
+        let reloaded = in_force.reload(&content);
+        failing_files.store(in_force.failing() as u64, Ordering::Relaxed);
+        log_reload(&path, &reloaded, in_force.failing());
         loaded = read;
         pending = None;
         deferred = 0;
-        if !send(&tx, manifests).await {
+        if !send(&tx, reloaded.events).await {
             return Ok(());
         }
     }
@@ -175,9 +190,20 @@ async fn fingerprint(path: &Path) -> Result<Fingerprint, ManifestError> {
     blocking(path, read_fingerprint).await
 }
 
+fn log_reload(path: &Path, reloaded: &Reloaded, failing_files: usize) {
+    tracing::info!(
+        path = %path.display(),
+        applied = reloaded.applied,
+        deleted = reloaded.deleted,
+        problems = reloaded.problems.len(),
+        failing_files,
+        "reloaded manifests",
+    );
+}
+
 /// False once the receiver is gone.
-async fn send(tx: &Sender<Event>, manifests: LoadedManifests) -> bool {
-    for event in manifests.into_events() {
+async fn send(tx: &Sender<Event>, events: Vec<Event>) -> bool {
+    for event in events {
         if tx.send(event).await.is_err() {
             return false;
         }
