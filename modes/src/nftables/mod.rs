@@ -4,6 +4,7 @@
 
 pub mod drift;
 pub mod names;
+mod quarantine;
 pub mod render;
 pub mod view;
 
@@ -49,6 +50,8 @@ pub struct NftablesMode<C: NftClient = Exec> {
     last_full: Option<Instant>,
     /// Watches our tables for drift (only with the real `nft`, see [`NftablesMode::with_exec`]).
     watch: Option<drift::Watch>,
+    /// Service ports the kernel refused, left out until they change.
+    quarantine: quarantine::Quarantine,
 }
 
 impl NftablesMode<Exec> {
@@ -75,6 +78,7 @@ impl<C: NftClient> NftablesMode<C> {
             conntrack: None,
             last_full: None,
             watch: None,
+            quarantine: Default::default(),
         }
     }
 
@@ -192,18 +196,31 @@ impl<C: NftClient + Send> Mode for NftablesMode<C> {
         {
             self.applied = None;
         }
+        self.quarantine.release_changed(changes);
+        let filtered = self.quarantine.filter(desired);
+        let desired = filtered.as_ref().unwrap_or(desired);
         // Taken, not borrowed: on failure the cache is gone anyway (the next sync is full).
-        let rendered = render::render_owned(desired, changes, self.applied.take());
+        let mut rendered = render::render_owned(desired, changes, self.applied.take());
         let full = rendered.full;
         if !rendered.tx.is_empty()
             && let Err(e) = self.apply(&rendered.tx, full)
         {
             // The kernel kept its previous state, which our cache may no longer describe
-            // exactly (e.g. after a failed partial sync): start over with a full one.
-            return Err(SyncError {
+            // exactly (e.g. after a failed partial sync): start over with a full one. A refused
+            // full sync is retried at once without the ports the kernel refuses, if any.
+            let error = ModeError::kernel(MODE, "applying the transaction", e);
+            if !full || self.quarantine.isolate(&self.client, desired).is_empty() {
+                return Err(SyncError { full, error });
+            }
+            let filtered = self
+                .quarantine
+                .filter(desired)
+                .unwrap_or_else(|| desired.clone());
+            rendered = render::render_owned(&filtered, &ChangeSet::full(), None);
+            self.apply(&rendered.tx, true).map_err(|e| SyncError {
                 full,
                 error: ModeError::kernel(MODE, "applying the transaction", e),
-            });
+            })?;
         }
         self.applied = Some(rendered.applied);
         if full {
@@ -240,10 +257,16 @@ impl<C: NftClient + Send> Mode for NftablesMode<C> {
     }
 
     fn counters(&self) -> Vec<Counter> {
+        let quarantined = Counter {
+            name: "nftables_quarantined_ports",
+            help: "Service ports whose rules the kernel refused, left out until they changed.",
+            value: self.quarantine.total(),
+        };
         let Some(ct) = &self.conntrack else {
-            return Vec::new();
+            return vec![quarantined];
         };
         vec![
+            quarantined,
             Counter {
                 name: "conntrack_deleted",
                 help: "Stale UDP conntrack entries deleted after syncs.",
