@@ -14,7 +14,7 @@ use std::{
 };
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kproxy_modes::model::DesiredState;
+use kproxy_modes::model::{DesiredState, ServicePortName};
 use kube::{
     Client,
     runtime::events::{Event, EventType, Recorder, Reporter},
@@ -118,6 +118,43 @@ impl ProxyEvent {
 }
 
 pub const INVALID_SERVICE_REASON: &str = "InvalidService";
+
+/// kproxy's reason for a Service port the kernel refused (the mode left it out).
+pub const REFUSED_REASON: &str = "FailedToProgram";
+
+impl ProxyEvent {
+    /// A Service port whose rules the kernel refused: the mode left it out until it changes.
+    pub fn refused(port: &ServicePortName) -> Self {
+        Self {
+            regarding: Regarding::Service {
+                namespace: port.namespace.clone(),
+                name: port.name.clone(),
+            },
+            warning: true,
+            reason: REFUSED_REASON.into(),
+            action: "Sync".into(),
+            note: format!(
+                "the kernel refused the rules of port {port}; left out until the Service changes"
+            ),
+        }
+    }
+}
+
+/// Emits one `FailedToProgram` event per Service port the mode refused, while it stays refused.
+#[derive(Default)]
+pub struct RefusedPorts {
+    reported: BTreeSet<ServicePortName>,
+}
+
+impl RefusedPorts {
+    pub fn observe(&mut self, refused: Vec<ServicePortName>, sink: &dyn EventSink) {
+        let now: BTreeSet<ServicePortName> = refused.into_iter().collect();
+        for port in now.difference(&self.reported) {
+            sink.publish(ProxyEvent::refused(port));
+        }
+        self.reported = now;
+    }
+}
 
 /// Where events go. `publish` never blocks: callers are the agent loop and the health-check
 /// failure hook, neither of which may wait on the API server.

@@ -8,12 +8,17 @@ use std::{sync::Arc, time::Duration};
 use kproxy::{
     agent::{self, Observer, Periods, observe::TRIGGER_TIME_ANNOTATION},
     config::{KubeProxyConfiguration, ProxyMode},
+    events::{self, MemorySink},
     health::{ProxyHealth, WallClock, clock::rfc3339_nano, http::Request, serve_proxy_health},
     metrics::{Metrics, MetricsServer},
     source::{Event, Kind, Object},
     tracker::Tracker,
 };
-use kproxy_modes::{Drift, testing::RecordingMode};
+use kproxy_modes::{
+    Drift,
+    model::{Protocol, ServicePortName},
+    testing::RecordingMode,
+};
 use serde_json::{Value, json};
 use support::*;
 use tokio::sync::mpsc;
@@ -239,4 +244,47 @@ async fn drift_is_counted_by_kind_and_unhealthy_until_a_sync_repairs_it() {
     settle().await;
     assert!(mode.calls().len() >= 3);
     assert_eq!(healthz(&health, "/healthz").0, 200, "repaired");
+}
+
+/// Steps: the mode reports a port the kernel refused -> one `FailedToProgram` Warning event on
+/// its Service; later syncs while it stays refused add none.
+#[tokio::test(start_paused = true)]
+async fn a_port_the_kernel_refused_is_reported_once_as_an_event() {
+    let mode = RecordingMode::default();
+    let refused = ServicePortName::new("default", "a", "", Protocol::Tcp);
+    mode.set_refused(vec![refused]);
+    let sink = Arc::new(MemorySink::default());
+    let observer = Observer::new(None, None, None).with_events(sink.clone());
+    let (tx, rx) = mpsc::channel(16);
+    let periods = Periods {
+        sync: Duration::from_secs(30),
+        min_sync: Duration::from_secs(1),
+    };
+    tokio::spawn(agent::run_observed(
+        Tracker::new(opts()),
+        rx,
+        Box::new(mode.clone()),
+        periods,
+        std::future::pending(),
+        observer,
+    ));
+    let own_node = Object::Node(Box::new(node(NODE, None, &["192.168.0.2"])));
+    for ev in [
+        Event::Replace(Kind::Service, vec![svc("a", "172.30.0.1")]),
+        Event::Replace(Kind::EndpointSlice, vec![]),
+        Event::Replace(Kind::Node, vec![own_node]),
+    ] {
+        tx.send(ev).await.unwrap();
+    }
+    settle().await;
+    tokio::time::advance(Duration::from_secs(31)).await;
+    settle().await;
+    assert!(mode.calls().len() >= 2, "two syncs");
+    let events = sink.events.lock().unwrap();
+    let refused: Vec<_> = events
+        .iter()
+        .filter(|e| e.reason == events::REFUSED_REASON)
+        .collect();
+    assert_eq!(refused.len(), 1, "{events:?}");
+    assert!(refused[0].warning && refused[0].note.contains("default/a"));
 }

@@ -125,6 +125,12 @@ pub trait Mode: Send {
         })
     }
 
+    /// Service ports the mode left out because the kernel refused their rules (each reported
+    /// once as an Event by the agent, while it stays refused).
+    fn refused(&self) -> Vec<crate::model::ServicePortName> {
+        Vec::new()
+    }
+
     /// The mode's own counters for `/metrics`.
     fn counters(&self) -> Vec<Counter> {
         Vec::new()

@@ -13,7 +13,7 @@ use kproxy_modes::model::{DesiredState, IpFamily};
 
 use crate::{
     desired,
-    events::{EventSink, InvalidServices},
+    events::{EventSink, InvalidServices, RefusedPorts},
     health::{ProxyHealth, service::ServiceHealthServer},
     metrics::Metrics,
     source::{Event, Object},
@@ -51,6 +51,7 @@ pub struct Observer {
     /// Where `InvalidService` events go; none: not reported.
     events: Option<Arc<dyn EventSink>>,
     invalid: InvalidServices,
+    refused: RefusedPorts,
 }
 
 impl Observer {
@@ -177,6 +178,13 @@ impl Observer {
             for d in found {
                 m.drift_detected(d.kind);
             }
+        }
+    }
+
+    /// Service ports the mode left out because the kernel refused them: an Event each, once.
+    pub fn refused(&mut self, ports: Vec<kproxy_modes::model::ServicePortName>) {
+        if let Some(sink) = &self.events {
+            self.refused.observe(ports, sink.as_ref());
         }
     }
 

@@ -256,6 +256,10 @@ impl<C: NftClient + Send> Mode for NftablesMode<C> {
         Ok(removed)
     }
 
+    fn refused(&self) -> Vec<crate::model::ServicePortName> {
+        self.quarantine.ports()
+    }
+
     fn counters(&self) -> Vec<Counter> {
         let quarantined = Counter {
             name: "nftables_quarantined_ports",

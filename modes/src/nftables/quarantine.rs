@@ -25,6 +25,11 @@ impl Quarantine {
         self.total
     }
 
+    /// The ports left out now.
+    pub fn ports(&self) -> Vec<ServicePortName> {
+        self.ports.iter().map(|(_, name)| name.clone()).collect()
+    }
+
     /// Ports that changed leave quarantine: the next render tries them again.
     pub fn release_changed(&mut self, changes: &ChangeSet) {
         self.ports

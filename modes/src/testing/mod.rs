@@ -36,6 +36,8 @@ struct Shared {
     drift: Vec<Drift>,
     /// A sync failed or drift was reported since the last success: the next one is full.
     distrust: bool,
+    /// What `refused` reports.
+    refused: Vec<crate::model::ServicePortName>,
     /// The agent's drift signal, from [`Mode::start`].
     signal: Option<Arc<tokio::sync::Notify>>,
 }
@@ -76,6 +78,11 @@ impl RecordingMode {
     /// The next drift check reports these.
     pub fn drift_next(&self, found: Vec<Drift>) {
         self.shared().drift = found;
+    }
+
+    /// From now on the mode reports these ports as refused by the kernel.
+    pub fn set_refused(&self, ports: Vec<crate::model::ServicePortName>) {
+        self.shared().refused = ports;
     }
 
     /// As a kernel notification would: the agent is told to check for drift now.
@@ -136,6 +143,10 @@ impl Mode for RecordingMode {
         let found = std::mem::take(&mut s.drift);
         s.distrust |= !found.is_empty();
         Ok(found)
+    }
+
+    fn refused(&self) -> Vec<crate::model::ServicePortName> {
+        self.shared().refused.clone()
     }
 
     fn cleanup(&mut self) -> Result<Vec<String>, ModeError> {
