@@ -169,6 +169,11 @@ impl Agent {
             &self.manifests().to_string_lossy(),
             "--hostname-override",
             &self.node_name,
+            // A case's objects stand for what an API server allocated; its NodePorts (upstream's
+            // tests use 3001 and the like) are in whatever range that server had. kproxy's own
+            // range check must not judge them: open it to every port.
+            "--service-node-port-range",
+            "1-65535",
         ]
         .iter()
         .map(|s| s.to_string())
