@@ -122,13 +122,20 @@ pub struct Agent {
     pub mode: String,
     pub dir: PathBuf,
     pub node_name: String,
+    /// Flags after the common ones.
+    pub extra_args: Vec<String>,
     proc: Option<NsProcess>,
 }
 
 impl Agent {
     /// Writes the configuration file into `dir` (manifests go to `dir/manifests`).
     pub fn prepare(bin: &Path, mode: &str, dir: &Path, case: &Case) -> Result<Agent> {
-        Agent::new(bin, mode, dir, &case.node.name, &config(case, mode)?)
+        let mut agent = Agent::new(bin, mode, dir, &case.node.name, &config(case, mode)?)?;
+        // A case's objects stand for what an API server allocated; its NodePorts (upstream's
+        // tests use 3001 and the like) are in whatever range that server had. kproxy's own
+        // range check must not judge them: open it to every port.
+        agent.extra_args = vec!["--service-node-port-range".into(), "1-65535".into()];
+        Ok(agent)
     }
 
     /// Writes `config` as `dir/config.yaml`; the manifests are the caller's, in `dir/manifests`.
@@ -146,6 +153,7 @@ impl Agent {
             mode: mode.to_string(),
             dir: dir.to_path_buf(),
             node_name: node_name.to_string(),
+            extra_args: Vec::new(),
             proc: None,
         })
     }
@@ -169,14 +177,10 @@ impl Agent {
             &self.manifests().to_string_lossy(),
             "--hostname-override",
             &self.node_name,
-            // A case's objects stand for what an API server allocated; its NodePorts (upstream's
-            // tests use 3001 and the like) are in whatever range that server had. kproxy's own
-            // range check must not judge them: open it to every port.
-            "--service-node-port-range",
-            "1-65535",
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(self.extra_args.iter().cloned())
         .collect();
         let mut p = NsProcess::spawn(
             node,
