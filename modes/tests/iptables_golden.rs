@@ -14,18 +14,7 @@ fn golden(name: &str, text: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden/iptables")
         .join(format!("{name}.rules"));
-    if std::env::var_os("KPROXY_UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, text).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (set KPROXY_UPDATE_GOLDEN=1)", path.display()));
-    assert!(
-        want == text,
-        "{} differs from the rendered text:\n{text}",
-        path.display()
-    );
+    kproxy_modes::testing::assert_golden(&path, text);
 }
 
 /// Each family's input, headed by the tool that reads it.

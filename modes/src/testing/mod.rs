@@ -7,6 +7,23 @@
 
 pub mod fixtures;
 
+/// Compares `text` with the golden file at `path`, or writes it there when
+/// `KPROXY_UPDATE_GOLDEN` is set (every mode's golden tests use this one comparison).
+pub fn assert_golden(path: &std::path::Path, text: &str) {
+    if std::env::var_os("KPROXY_UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().expect("a file in a folder")).expect("golden dir");
+        std::fs::write(path, text).expect("writing the golden file");
+        return;
+    }
+    let want = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e} (set KPROXY_UPDATE_GOLDEN=1)", path.display()));
+    assert!(
+        want == text,
+        "{} differs from the rendered text:\n{text}",
+        path.display()
+    );
+}
+
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::time::Instant;
