@@ -1,6 +1,6 @@
 //! From the resolved KubeProxyConfiguration to the options the compute reads.
 
-use kproxy_modes::registry::{IptablesSettings, IpvsSettings, ModeSettings};
+use kproxy_modes::registry::{Backend, IptablesSettings, IpvsSettings, ModeSettings};
 
 use crate::{
     config::{KubeProxyConfiguration, LocalMode},
@@ -27,6 +27,12 @@ pub fn mode_settings(cfg: &KubeProxyConfiguration) -> ModeSettings {
         netns: None,
         iptables: IptablesSettings {
             localhost_node_ports: cfg.iptables.localhost_node_ports.unwrap_or(true),
+            // The flag's parser admits only these names; anything else is `auto`.
+            backend: match cfg.iptables_backend.as_str() {
+                "nft" => Some(Backend::Nft),
+                "legacy" => Some(Backend::Legacy),
+                _ => None,
+            },
         },
         ipvs: IpvsSettings {
             scheduler: ipvs.scheduler.clone(),

@@ -2,6 +2,8 @@
 //! cleared from the node before a mode starts (the other modes' objects that would overlap).
 //! Adding a mode is one entry in [`MODES`].
 
+pub use kproxy_dataplane::iptables::Backend;
+
 use crate::{Mode, ModeError, iptables, nftables};
 
 /// Settings every mode's constructor gets. Mode-only settings belong in a field of their own
@@ -20,6 +22,9 @@ pub struct ModeSettings {
 pub struct IptablesSettings {
     /// NodePorts answer on 127.0.0.1 too (IPv4 only; `route_localnet`).
     pub localhost_node_ports: bool,
+    /// The backend to write (`--iptables-backend`); `None` detects it (see
+    /// `iptables::apply::detect`).
+    pub backend: Option<Backend>,
 }
 
 /// ipvs mode's own settings (`ipvs.*` of the configuration).

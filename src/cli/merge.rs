@@ -54,6 +54,9 @@ fn resolve(
     if let Some(range) = flags.service_node_port_range {
         cfg.service_node_port_range = range;
     }
+    if let Some(backend) = &flags.iptables_backend {
+        cfg.iptables_backend = backend.clone();
+    }
     if let Some(v) = flags.v {
         cfg.logging.verbosity = v;
     }

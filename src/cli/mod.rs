@@ -201,6 +201,12 @@ pub struct ProxyFlags {
     #[arg(long, value_name = "FIRST-LAST", value_parser = parse_port_range)]
     pub service_node_port_range: Option<crate::desired::node_ports::PortRange>,
 
+    /// Which iptables backend iptables mode writes (kproxy's own flag): `auto` (default) uses
+    /// the one that already holds the node's rules, as upstream's image does; `nft` or `legacy`
+    /// force one. Applies over --config too.
+    #[arg(long, value_name = "auto|nft|legacy", value_parser = ["auto", "nft", "legacy"])]
+    pub iptables_backend: Option<String>,
+
     /// Log verbosity; applies over --config too.
     #[arg(short = 'v', long = "v", value_name = "LEVEL")]
     pub v: Option<u32>,

@@ -49,6 +49,7 @@ impl KubeProxyConfiguration {
             port_range: String::new(),
             windows_run_as_service: false,
             service_node_port_range: Default::default(),
+            iptables_backend: String::new(),
         }
     }
 

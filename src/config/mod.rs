@@ -73,6 +73,10 @@ pub struct KubeProxyConfiguration {
     /// from the flag with or without `--config`.
     #[serde(skip)]
     pub service_node_port_range: crate::desired::node_ports::PortRange,
+    /// kproxy's own `--iptables-backend` (`auto`, `nft` or `legacy`; empty is `auto`): not a
+    /// field of upstream's file either.
+    #[serde(skip)]
+    pub iptables_backend: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

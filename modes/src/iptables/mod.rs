@@ -71,9 +71,10 @@ impl IptablesMode {
 
     /// The backend this mode writes: whichever already holds more rules (see [`apply::detect`]).
     pub fn backend(&self) -> Backend {
-        *self
-            .backend
-            .get_or_init(|| apply::detect(self.netns.as_deref()))
+        *self.backend.get_or_init(|| match self.settings.backend {
+            Some(forced) => forced,
+            None => apply::detect(self.netns.as_deref()),
+        })
     }
 
     /// The tools of one family on our backend.
@@ -134,7 +135,20 @@ impl Mode for IptablesMode {
 
     fn start(&mut self, _ctx: &ModeContext) -> Result<(), ModeError> {
         let backend = self.backend();
-        tracing::info!(%backend, "iptables mode: using this iptables backend");
+        let how = match self.settings.backend {
+            Some(_) => "forced by --iptables-backend",
+            None => "detected: the backend holding more rules, nft on a tie",
+        };
+        if !self.tools(IpFamily::V4).is_installed() {
+            return Err(ModeError::Unavailable {
+                mode: MODE,
+                reason: format!(
+                    "the {backend} backend's tools ({}) are not installed",
+                    self.tools(IpFamily::V4).program("restore")
+                ),
+            });
+        }
+        tracing::info!(%backend, how, "iptables mode: using this iptables backend");
         Ok(())
     }
 
