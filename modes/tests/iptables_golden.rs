@@ -5,7 +5,10 @@
 use std::path::PathBuf;
 
 use kproxy_modes::{
-    iptables::render::{self, input::restore_input},
+    iptables::{
+        existing::Existing,
+        render::{self, input::restore_input},
+    },
     model::{ChangeSet, DesiredState},
     testing::fixtures,
 };
@@ -23,7 +26,11 @@ fn full_sync_text(desired: &DesiredState) -> String {
     assert!(r.full);
     r.families
         .iter()
-        .map(|w| format!("# {:?}\n{}", w.family, restore_input(w, Some(&[]))))
+        .map(|w| {
+            let inputs = restore_input(w, Some(&Existing::default()));
+            let text: String = inputs.iter().map(ToString::to_string).collect();
+            format!("# {:?}\n{text}", w.family)
+        })
         .collect()
 }
 

@@ -8,6 +8,8 @@ use kproxy_dataplane::{
 
 use super::{
     MODE,
+    existing::Existing,
+    names::CANARY,
     render::{FamilyWrite, ctx::FamilyCtx, input::restore_input},
 };
 use crate::{ModeError, iptables::names::is_ours, model::DesiredState};
@@ -21,10 +23,37 @@ pub fn tools(backend: Backend, family: Family, netns: Option<&str>) -> Iptables 
     }
 }
 
-/// Upstream's image (iptables-wrapper) picks the backend that already holds rules, since the
-/// kubelet and the CNI plugin wrote theirs first: the one with more rule lines in both families'
-/// saves. On a tie (a fresh node, a test namespace) nft, the default of current distributions.
+/// Picks the backend the node already uses, cheapest evidence first: our own canary chain (a
+/// restart adopts its chains in place); the kubelet's hint chains in mangle (what upstream's
+/// image, iptables-wrapper, looks for first); else the backend with more rule lines in both
+/// families' saves. On a tie (a fresh node, a test namespace) nft, the default of current
+/// distributions.
 pub fn detect(netns: Option<&str>) -> Backend {
+    let installed = |b| tools(b, Family::V4, netns).is_installed();
+    let has_chain = |backend, table, chain: &str| {
+        installed(backend)
+            && Family::ALL.into_iter().any(|f| {
+                matches!(
+                    tools(backend, f, netns).list_chain(table, chain),
+                    Ok(Some(_))
+                )
+            })
+    };
+    let holding = |table, chain: &str| {
+        let found: Vec<Backend> = Backend::ALL
+            .into_iter()
+            .filter(|b| has_chain(*b, table, chain))
+            .collect();
+        (found.len() == 1).then(|| found[0])
+    };
+    let evidence = [
+        (Table::Nat, CANARY),
+        (Table::Mangle, "KUBE-IPTABLES-HINT"),
+        (Table::Mangle, "KUBE-KUBELET-CANARY"),
+    ];
+    if let Some(backend) = evidence.iter().find_map(|(t, c)| holding(*t, c)) {
+        return backend;
+    }
     let lines = |backend| -> usize {
         Family::ALL
             .into_iter()
@@ -34,30 +63,34 @@ pub fn detect(netns: Option<&str>) -> Backend {
             .flat_map(|tables| tables.into_iter().map(|t| t.rules.len()))
             .sum()
     };
-    let nft_installed = tools(Backend::Nft, Family::V4, netns).is_installed();
-    let (nft, legacy) = (lines(Backend::Nft), lines(Backend::Legacy));
-    if legacy > nft || !nft_installed {
+    if !installed(Backend::Nft) || lines(Backend::Legacy) > lines(Backend::Nft) {
         Backend::Legacy
     } else {
         Backend::Nft
     }
 }
 
-/// Writes one family: for a full sync, after reading its tables (stale chains of ours, jumps).
-pub fn write(ipt: &Iptables, w: &FamilyWrite, full: bool) -> Result<(), ModeError> {
-    let saved = match full {
-        true => Some(
-            ipt.save_all()
-                .map_err(|e| ModeError::kernel(MODE, "reading the tables before a full sync", e))?,
-        ),
+/// Writes one family: for a full sync, after reading what it must know of the kernel (stale
+/// chains of ours, jumps; see [`Existing`]).
+pub fn write(
+    ipt: &Iptables,
+    w: &FamilyWrite,
+    full: bool,
+    netns: Option<&str>,
+) -> Result<(), ModeError> {
+    let existing = match full {
+        true => Some(Existing::read(ipt, netns)?),
         false => None,
     };
-    let input = restore_input(w, saved.as_deref());
-    tracing::debug!(program = %ipt.program("restore"), lines = input.to_string().lines().count(), "iptables-restore --noflush");
-    ipt.restore(&input).map_err(|e| {
-        tracing::warn!(error = %e, "iptables-restore failed; the next sync is full");
-        ModeError::kernel(MODE, "applying the rules", e)
-    })
+    for input in restore_input(w, existing.as_ref()) {
+        let text = input.to_string();
+        tracing::debug!(program = %ipt.program("restore"), lines = text.lines().count(), "iptables-restore --noflush");
+        ipt.restore(&input).map_err(|e| {
+            tracing::warn!(error = %e, "iptables-restore failed; the next sync is full");
+            ModeError::kernel(MODE, "applying the rules", e)
+        })?;
+    }
+    Ok(())
 }
 
 /// Removes every chain of ours from one backend's family, and the jumps to them; says what.
@@ -90,11 +123,19 @@ pub fn cleanup_input(tables: &[SavedTable], tool: &str) -> (RestoreInput, Vec<St
                 ));
             }
         }
-        for chain in saved.chains.iter().filter(|c| is_ours(&c.name)) {
-            input
-                .declare_chain(table, &chain.name)
-                .delete_chain(table, &chain.name);
-            removed.push(format!("{tool} {table} chain {}", chain.name));
+        // All emptied before any is deleted: ours refer to each other.
+        let ours: Vec<&str> = saved
+            .chains
+            .iter()
+            .map(|c| c.name.as_str())
+            .filter(|c| is_ours(c))
+            .collect();
+        for chain in &ours {
+            input.declare_chain(table, chain);
+        }
+        for chain in ours {
+            input.delete_chain(table, chain);
+            removed.push(format!("{tool} {table} chain {chain}"));
         }
     }
     (input, removed)

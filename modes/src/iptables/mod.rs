@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod drift;
+pub mod existing;
 pub mod names;
 pub mod render;
 pub mod view;
@@ -106,7 +107,7 @@ impl IptablesMode {
         }
         for w in &rendered.families {
             let ipt = self.tools(w.family);
-            apply::write(&ipt, w, full).map_err(|e| (full, e))?;
+            apply::write(&ipt, w, full, self.netns.as_deref()).map_err(|e| (full, e))?;
         }
         if full {
             // Families no longer served keep none of our chains.
