@@ -7,6 +7,7 @@ pub mod drift;
 pub mod existing;
 pub mod names;
 pub mod render;
+pub mod rule_counts;
 pub mod view;
 
 use std::sync::OnceLock;
@@ -19,7 +20,7 @@ use kproxy_dataplane::{
 use tokio::time::{Duration, Instant};
 
 use crate::{
-    Counter, Drift, Mode, ModeContext, ModeError, SyncError, SyncStats,
+    Counter, Drift, Gauge, Mode, ModeContext, ModeError, SyncError, SyncStats,
     conntrack::ConntrackHygiene,
     model::{ChangeSet, DesiredState, IpFamily},
     registry::{IptablesSettings, ModeSettings},
@@ -54,6 +55,7 @@ pub struct IptablesMode {
     last_full: Option<Instant>,
     conntrack: Option<ConntrackHygiene>,
     restore_failures: u64,
+    rule_counts: rule_counts::RuleCounts,
 }
 
 impl IptablesMode {
@@ -67,6 +69,7 @@ impl IptablesMode {
             last_full: None,
             conntrack: Some(ConntrackHygiene::new(conntrack)),
             restore_failures: 0,
+            rule_counts: Default::default(),
         }
     }
 
@@ -117,6 +120,7 @@ impl IptablesMode {
                 }
             }
         }
+        self.rule_counts.record(&rendered);
         self.applied = Some(rendered.applied);
         Ok(full)
     }
@@ -227,6 +231,10 @@ impl Mode for IptablesMode {
             );
         }
         Ok(out)
+    }
+
+    fn gauges(&self) -> Vec<Gauge> {
+        self.rule_counts.gauges()
     }
 
     fn counters(&self) -> Vec<Counter> {
