@@ -22,7 +22,11 @@ fn golden(name: &str, text: &str) {
 
 /// Each family's input, headed by the tool that reads it.
 fn full_sync_text(desired: &DesiredState) -> String {
-    let r = render::render(desired, &ChangeSet::full(), None, true);
+    let options = render::Options {
+        localhost_node_ports: true,
+        drop_invalid: true,
+    };
+    let r = render::render(desired, &ChangeSet::full(), None, options);
     assert!(r.full);
     r.families
         .iter()

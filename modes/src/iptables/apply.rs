@@ -10,7 +10,7 @@ use super::{
     MODE,
     existing::Existing,
     names::CANARY,
-    render::{FamilyWrite, ctx::FamilyCtx, input::restore_input},
+    render::{FamilyWrite, Options, ctx::FamilyCtx, input::restore_input},
 };
 use crate::{ModeError, iptables::names::is_ours, model::DesiredState};
 
@@ -145,10 +145,13 @@ pub fn cleanup_input(tables: &[SavedTable], tool: &str) -> (RestoreInput, Vec<St
 /// NodePorts answer on loopback, as upstream sets it. A failure is logged: everything but
 /// localhost NodePorts works without it.
 pub fn route_localnet(desired: &DesiredState, localhost: bool, netns: Option<&str>) {
-    let wanted = desired
-        .families
-        .iter()
-        .any(|f| FamilyCtx::new(f.family, &f.node, localhost).loopback_node_ports());
+    let wanted = desired.families.iter().any(|f| {
+        let options = Options {
+            localhost_node_ports: localhost,
+            ..Options::default()
+        };
+        FamilyCtx::new(f.family, &f.node, options).loopback_node_ports()
+    });
     if !wanted {
         return;
     }
@@ -161,4 +164,16 @@ pub fn route_localnet(desired: &DesiredState, localhost: bool, netns: Option<&st
     if let Err(error) = result {
         tracing::warn!(%error, "cannot set {name}: localhost NodePorts will not answer");
     }
+}
+
+/// Whether the node sets `nf_conntrack_tcp_be_liberal` (read once at start, as upstream): then
+/// out-of-window TCP packets are not INVALID and need no drop. Unreadable counts as not set.
+pub fn tcp_be_liberal(netns: Option<&str>) -> bool {
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    let read = Netns::from_name(netns).run(|| -> Result<i64, BoxError> {
+        Ok(Sysctl::new()
+            .file("net/netfilter/nf_conntrack_tcp_be_liberal")
+            .read()?)
+    });
+    matches!(read, Ok(1))
 }

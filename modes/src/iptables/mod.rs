@@ -56,6 +56,8 @@ pub struct IptablesMode {
     conntrack: Option<ConntrackHygiene>,
     restore_failures: u64,
     rule_counts: rule_counts::RuleCounts,
+    /// Whether KPROXY-FORWARD drops INVALID packets: read from the node at start.
+    drop_invalid: bool,
 }
 
 impl IptablesMode {
@@ -70,6 +72,7 @@ impl IptablesMode {
             conntrack: Some(ConntrackHygiene::new(conntrack)),
             restore_failures: 0,
             rule_counts: Default::default(),
+            drop_invalid: true,
         }
     }
 
@@ -102,10 +105,14 @@ impl IptablesMode {
         {
             self.applied = None;
         }
-        let localhost = self.settings.localhost_node_ports;
-        let rendered = render(desired, changes, self.applied.take(), localhost);
+        let options = render::Options {
+            localhost_node_ports: self.settings.localhost_node_ports,
+            drop_invalid: self.drop_invalid,
+        };
+        let rendered = render(desired, changes, self.applied.take(), options);
         let full = rendered.full;
         if full {
+            let localhost = options.localhost_node_ports;
             apply::route_localnet(desired, localhost, self.netns.as_deref());
         }
         for w in &rendered.families {
@@ -154,6 +161,7 @@ impl Mode for IptablesMode {
             });
         }
         tracing::info!(%backend, how, "iptables mode: using this iptables backend");
+        self.drop_invalid = !apply::tcp_be_liberal(self.netns.as_deref());
         Ok(())
     }
 
@@ -188,12 +196,7 @@ impl Mode for IptablesMode {
         let mut found = Vec::new();
         for (family, fa) in &applied.families {
             let ipt = self.tools(*family);
-            found.extend(drift::check(
-                &ipt,
-                *family,
-                fa,
-                applied.localhost_node_ports,
-            )?);
+            found.extend(drift::check(&ipt, *family, fa, applied.options)?);
         }
         if !found.is_empty() {
             self.applied = None;

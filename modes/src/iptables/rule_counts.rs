@@ -124,7 +124,7 @@ mod tests {
     fn totals_survive_partial_syncs_and_last_counts_what_was_written() {
         let desired = fixtures::cluster_ip_general();
         let mut counts = RuleCounts::default();
-        let full = render(&desired, &ChangeSet::full(), None, false);
+        let full = render(&desired, &ChangeSet::full(), None, Default::default());
         counts.record(&full);
         let g = counts.gauges();
         let (total, last) = (count(&g, TOTAL, "nat"), count(&g, LAST, "nat"));
@@ -135,7 +135,7 @@ mod tests {
             services: [name].into(),
             ..Default::default()
         };
-        let partial = render(&desired, &changes, Some(full.applied), false);
+        let partial = render(&desired, &changes, Some(full.applied), Default::default());
         assert!(!partial.full);
         counts.record(&partial);
         let g = counts.gauges();
