@@ -86,11 +86,21 @@ pub fn write(
         let text = input.to_string();
         tracing::debug!(program = %ipt.program("restore"), lines = text.lines().count(), "iptables-restore --noflush");
         ipt.restore(&input).map_err(|e| {
-            tracing::warn!(error = %e, "iptables-restore failed; the next sync is full");
+            let line = failing_line(&e.to_string(), &text).unwrap_or("(not named)");
+            tracing::warn!(error = %e, line, "iptables-restore failed; nothing of its table changed; the next sync is full");
             ModeError::kernel(MODE, "applying the rules", e)
         })?;
     }
     Ok(())
+}
+
+/// The input line the tool names in `error` ("Error occurred at line: N", counted from 1; the
+/// nft backend may name the table's COMMIT, where the commit failed).
+pub fn failing_line<'a>(error: &str, input: &'a str) -> Option<&'a str> {
+    let (_, after) = error.split_once("Error occurred at line: ")?;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    let n: usize = digits.parse().ok()?;
+    input.lines().nth(n.checked_sub(1)?)
 }
 
 /// Removes every chain of ours from one backend's family, and the jumps to them; says what.
@@ -176,4 +186,19 @@ pub fn tcp_be_liberal(netns: Option<&str>) -> bool {
             .read()?)
     });
     matches!(read, Ok(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failing_line;
+
+    #[test]
+    fn the_failing_line_is_found_by_its_number() {
+        let input = "*nat\n:KPROXY-X - [0:0]\n-A KPROXY-X -j NOPE\nCOMMIT\n";
+        let legacy = "iptables-restore v1.8.9 (legacy): Couldn't load target `NOPE'\n\n\
+                      Error occurred at line: 3\nTry `iptables-restore -h' for more information.";
+        assert_eq!(failing_line(legacy, input), Some("-A KPROXY-X -j NOPE"));
+        assert_eq!(failing_line("exit status 1", input), None);
+        assert_eq!(failing_line("Error occurred at line: 9", input), None);
+    }
 }
