@@ -1,7 +1,8 @@
 //! The iptables mode repairs flushed tables, with real packets, on both iptables backends: with
 //! a pod's connections to a cluster IP answering, someone runs `iptables -t nat -F`, then `-F`
-//! and `-X`, then replaces the whole nat table as a firewall reload does. Each time the
-//! connections stop reaching the endpoint (they go to the bed's sink), kproxy finds the drift
+//! and `-X`, then replaces the whole nat table as a firewall reload does, then flushes and
+//! deletes the filter table's chains. Each time the connections stop reaching the endpoint, or
+//! a Service without endpoints stops rejecting them (they go to the bed's sink), kproxy finds the drift
 //! at its next periodic check (logged with what is gone, counted as
 //! `kproxy_drift_detected_total{kind}`) and a full sync brings the Service back within about
 //! one syncPeriod.
@@ -17,25 +18,44 @@ mod ipt;
 use std::time::Duration;
 
 use ipt::{CLIENT, EP1, IptBed, NODE, answered_by, endpoints, service, to};
-use kproxy_testbed::{Where, server::Proto};
+use kproxy_testbed::{Outcome, Where, server::Proto};
 use serde_json::json;
 use tokio::time::Instant;
 
-/// How someone else flushes our rules, and the drift kind kproxy must report for it.
+/// How someone else flushes our rules, the drift kind kproxy must report for it, and the
+/// Service whose traffic shows it.
 struct Flush {
     what: &'static str,
     kind: &'static str,
     /// What kproxy's log line says is gone.
     says: &'static str,
     run: fn(&IptBed),
+    vip: &'static str,
+    /// What the Service's connections see while our rules are there.
+    intact: fn(&Outcome) -> bool,
 }
 
-const FLUSHES: [Flush; 3] = [
+/// The Service with an endpoint: connections reach it (only through our nat rules).
+const WEB: &str = "10.96.0.10";
+/// The Service without endpoints: connections are rejected (only by our filter rules).
+const EMPTY: &str = "10.96.0.30";
+
+fn reaches_ep1(o: &Outcome) -> bool {
+    answered_by(o) == Some("10.244.1.10:8080")
+}
+
+fn rejected(o: &Outcome) -> bool {
+    matches!(o, Outcome::Refused { .. })
+}
+
+const FLUSHES: [Flush; 4] = [
     Flush {
         what: "iptables -t nat -F",
         kind: "rule",
         says: "jump missing",
         run: |b| drop(b.ipt_ok(&["-t", "nat", "-F"])),
+        vip: WEB,
+        intact: reaches_ep1,
     },
     Flush {
         what: "iptables -t nat -F; iptables -t nat -X",
@@ -45,6 +65,8 @@ const FLUSHES: [Flush; 3] = [
             b.ipt_ok(&["-t", "nat", "-F"]);
             b.ipt_ok(&["-t", "nat", "-X"]);
         },
+        vip: WEB,
+        intact: reaches_ep1,
     },
     Flush {
         // What a firewall's reload through iptables-restore (without --noflush) does.
@@ -52,6 +74,19 @@ const FLUSHES: [Flush; 3] = [
         kind: "chain",
         says: "nat chain KPROXY-CANARY is gone",
         run: |b| b.restore("*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n", false),
+        vip: WEB,
+        intact: reaches_ep1,
+    },
+    Flush {
+        what: "iptables -F; iptables -X (the filter table)",
+        kind: "chain",
+        says: "filter chain KPROXY-CANARY is gone",
+        run: |b| {
+            b.ipt_ok(&["-F"]);
+            b.ipt_ok(&["-X"]);
+        },
+        vip: EMPTY,
+        intact: rejected,
     },
 ];
 
@@ -69,8 +104,7 @@ fn drifts(b: &IptBed, kind: &str) -> f64 {
 }
 
 async fn repaired_after(b: &IptBed, f: &Flush) {
-    let vip = to("10.96.0.10", 80);
-    let ep = format!("{EP1}:8080");
+    let vip = to(f.vip, 80);
     let before = drifts(b, f.kind);
     let from = b.lines().len();
     signal(b, "-STOP");
@@ -85,7 +119,7 @@ async fn repaired_after(b: &IptBed, f: &Flush) {
     let within = b.sync_period + Duration::from_secs(3);
     let what = format!("{} repaired and counted as {}", f.what, f.kind);
     b.wait_for(&what, within, async || {
-        drifts(b, f.kind) > before && answered_by(&b.probe(CLIENT, vip).await) == Some(&ep)
+        drifts(b, f.kind) > before && (f.intact)(&b.probe(CLIENT, vip).await)
     })
     .await;
     eprintln!(
@@ -107,23 +141,29 @@ async fn drift_is_repaired(backend: &'static str) {
         .await
         .unwrap();
     b.write(&[
-        service("web", "10.96.0.10", json!({})),
+        service("web", WEB, json!({})),
         endpoints("web", &[(EP1, NODE)]),
+        service("empty", EMPTY, json!({})),
     ]);
     b.start().await;
-    let seen = b.probe(CLIENT, to("10.96.0.10", 80)).await;
-    assert_eq!(answered_by(&seen), Some("10.244.1.10:8080"), "{seen}");
+    for (vip, intact) in [
+        (WEB, reaches_ep1 as fn(&Outcome) -> bool),
+        (EMPTY, rejected),
+    ] {
+        let seen = b.probe(CLIENT, to(vip, 80)).await;
+        assert!(intact(&seen), "{vip}: {seen}");
+    }
     for f in &FLUSHES {
         repaired_after(&b, f).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flushed_nat_table_is_repaired_nft_backend() {
+async fn flushed_tables_are_repaired_nft_backend() {
     drift_is_repaired("nft").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flushed_nat_table_is_repaired_legacy_backend() {
+async fn flushed_tables_are_repaired_legacy_backend() {
     drift_is_repaired("legacy").await;
 }

@@ -155,17 +155,17 @@ async fn restart_under_traffic(backend: &'static str) {
     stop.store(true, Ordering::Relaxed);
     client.join().unwrap();
 
-    let seen = seen.lock().unwrap();
+    let results = std::mem::take(&mut seen.lock().unwrap().results);
     let ok = |line: &str| {
         [EP1, EP2]
             .iter()
             .any(|ep| line.starts_with(&format!("{ep}:8080 ")))
     };
-    let failed: Vec<_> = (seen.results.iter())
+    let failed: Vec<_> = (results.iter())
         .filter(|(_, r)| !r.as_ref().is_ok_and(|l| ok(l)))
         .collect();
     let per_phase: Vec<usize> = (RUNNING..=RESTARTED)
-        .map(|p| seen.results.iter().filter(|r| r.0 == p).count())
+        .map(|p| results.iter().filter(|r| r.0 == p).count())
         .collect();
     eprintln!(
         "[{backend} backend] connections per phase (running, stopped, starting, restarted): {per_phase:?}"
@@ -174,7 +174,7 @@ async fn restart_under_traffic(backend: &'static str) {
         b.fail(&format!(
             "{} of {} connections failed: {failed:?}",
             failed.len(),
-            seen.results.len()
+            results.len()
         ));
     }
 
