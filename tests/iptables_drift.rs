@@ -48,7 +48,7 @@ fn rejected(o: &Outcome) -> bool {
     matches!(o, Outcome::Refused { .. })
 }
 
-const FLUSHES: [Flush; 4] = [
+const FLUSHES: [Flush; 5] = [
     Flush {
         what: "iptables -t nat -F",
         kind: "rule",
@@ -87,6 +87,19 @@ const FLUSHES: [Flush; 4] = [
         },
         vip: EMPTY,
         intact: rejected,
+    },
+    Flush {
+        // A firewall that clears everything: `nft flush ruleset` deletes the nft backend's
+        // tables themselves; the legacy backend's equivalent is a restore of empty tables.
+        what: "every table cleared (nft: nft flush ruleset)",
+        kind: "chain",
+        says: "KPROXY-CANARY is gone",
+        run: |b| match b.backend {
+            "nft" => drop(b.bed.node.exec(&["nft", "flush", "ruleset"])),
+            _ => b.restore("*nat\nCOMMIT\n*filter\nCOMMIT\n", false),
+        },
+        vip: WEB,
+        intact: reaches_ep1,
     },
 ];
 
