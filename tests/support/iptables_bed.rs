@@ -90,6 +90,8 @@ pub struct IptBed {
     pub bed: TestBed,
     /// `nft` or `legacy`: kproxy's `--iptables-backend`, and the tools the test uses.
     pub backend: &'static str,
+    /// Another `--iptables-backend` for kproxy (`auto`), the tools staying [`IptBed::backend`]'s.
+    pub backend_flag: Option<&'static str>,
     dir: tempfile::TempDir,
     /// Extra environment for kproxy (and so for the iptables tools it runs).
     pub env: Vec<(String, String)>,
@@ -126,6 +128,7 @@ impl IptBed {
         Some(IptBed {
             bed,
             backend,
+            backend_flag: None,
             dir,
             env: vec![("RUST_LOG".into(), "info".into())],
             sync_period: Duration::from_secs(2),
@@ -177,7 +180,7 @@ impl IptBed {
             "--hostname-override",
             NODE,
             "--iptables-backend",
-            self.backend,
+            self.backend_flag.unwrap_or(self.backend),
         ]
         .map(String::from)
         .to_vec();
@@ -236,7 +239,12 @@ impl IptBed {
 
     /// `iptables-<backend> ARGS` in the node.
     pub fn ipt(&self, args: &[&str]) -> Output {
-        let tool = format!("iptables-{}", self.backend);
+        self.ipt_of(self.backend, args)
+    }
+
+    /// `iptables-<backend> ARGS` in the node, for either backend.
+    pub fn ipt_of(&self, backend: &str, args: &[&str]) -> Output {
+        let tool = format!("iptables-{backend}");
         let mut all = vec![tool.as_str()];
         all.extend_from_slice(args);
         self.bed.node.try_exec(&all)
@@ -256,8 +264,13 @@ impl IptBed {
 
     /// `iptables-<backend>-restore` of `input` in the node, with or without `--noflush`.
     pub fn restore(&self, input: &str, noflush: bool) {
+        self.restore_of(self.backend, input, noflush)
+    }
+
+    /// [`IptBed::restore`] with either backend's tool.
+    pub fn restore_of(&self, backend: &str, input: &str, noflush: bool) {
         use std::io::Write;
-        let tool = format!("iptables-{}-restore", self.backend);
+        let tool = format!("iptables-{backend}-restore");
         let mut cmd = std::process::Command::new("ip");
         cmd.args(["netns", "exec", self.bed.node.name(), &tool]);
         if noflush {
