@@ -109,6 +109,16 @@ async fn a_held_xtables_lock_leaves_the_previous_rules_in_force() {
     b.wait_for_line(from, &["synced", "full=true"], WITHIN)
         .await;
     assert_answers(&b, &[(WEB, Some(EP1)), (OLD, None), (NEW, Some(EP2))]).await;
+    assert_no_quarantine(&b);
+}
+
+/// A held lock or a foreign reference is no Service's fault: none may be left out for it.
+fn assert_no_quarantine(b: &IptBed) {
+    if b.output().contains("left out until it changes") {
+        b.fail("a Service was quarantined for a failure not its own");
+    }
+    let n = b.metric("kproxy_mode_events_total{counter=\"iptables_quarantined_ports\"}");
+    assert_eq!(n, 0.0, "quarantined ports");
 }
 
 async fn a_foreign_reference_blocks_a_deletion(backend: &'static str) {
@@ -152,6 +162,7 @@ async fn a_foreign_reference_blocks_a_deletion(backend: &'static str) {
         "{old} chains left after the full sync"
     );
     assert_answers(&b, &[(WEB, Some(EP1)), (OLD, None)]).await;
+    assert_no_quarantine(&b);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
