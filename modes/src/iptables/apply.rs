@@ -1,7 +1,7 @@
 //! Talking to the kernel: which backend, writing a family's rules, removing ours, sysctls.
 
 use kproxy_dataplane::{
-    iptables::{Backend, Family, Iptables, IptablesError, RestoreInput, SavedTable, Table},
+    iptables::{Backend, Family, Iptables, IptablesError, RestoreInput, Table},
     netns::Netns,
     sysctl::Sysctl,
 };
@@ -10,7 +10,11 @@ use super::{
     MODE,
     existing::Existing,
     names::CANARY,
-    render::{FamilyWrite, Options, ctx::FamilyCtx, input::restore_input},
+    render::{
+        FamilyWrite, Options,
+        ctx::FamilyCtx,
+        input::{flush_then_delete, restore_input},
+    },
 };
 use crate::{ModeError, iptables::names::is_ours, model::DesiredState};
 
@@ -134,51 +138,37 @@ pub fn failing_line<'a>(error: &str, input: &'a str) -> Option<&'a str> {
 }
 
 /// Removes every chain of ours from one backend's family, and the jumps to them; says what.
-pub fn clean(ipt: &Iptables) -> Result<Vec<String>, ModeError> {
-    let tables = ipt
-        .save_all()
-        .map_err(|e| ModeError::kernel(MODE, "reading the tables to clean them", e))?;
-    let (input, removed) = cleanup_input(&tables, &ipt.program("save").replace("-save", ""));
-    if !input.is_empty() {
+pub fn clean(ipt: &Iptables, netns: Option<&str>) -> Result<Vec<String>, ModeError> {
+    let existing = Existing::read(ipt, netns)?;
+    let (inputs, removed) = cleanup_input(&existing, &ipt.program("save").replace("-save", ""));
+    for input in inputs {
         ipt.restore(&input)
             .map_err(|e| ModeError::kernel(MODE, "removing our chains", e))?;
     }
     Ok(removed)
 }
 
-/// Pure: the input that removes our chains from `tables` (jumps into them first), and what.
-pub fn cleanup_input(tables: &[SavedTable], tool: &str) -> (RestoreInput, Vec<String>) {
-    let mut input = RestoreInput::new();
+/// Pure: the inputs that remove our chains (the jumps into them first), and what they remove.
+pub fn cleanup_input(existing: &Existing, tool: &str) -> (Vec<RestoreInput>, Vec<String>) {
+    let (mut flush, mut delete) = (RestoreInput::new(), RestoreInput::new());
     let mut removed = Vec::new();
     for table in [Table::Nat, Table::Filter] {
-        let Some(saved) = tables.iter().find(|t| t.table() == Some(table)) else {
-            continue;
-        };
-        for rule in &saved.rules {
-            if !is_ours(&rule.chain) && rule.target().is_some_and(|t| is_ours(&t)) {
-                input.delete(table, &rule.chain, &rule.spec);
+        let state = existing.table(table);
+        for rule in &state.builtin_rules {
+            if rule.target().is_some_and(|t| is_ours(&t)) {
+                flush.delete(table, &rule.chain, &rule.spec);
                 removed.push(format!(
                     "{tool} {table} rule -A {} {}",
                     rule.chain, rule.spec
                 ));
             }
         }
-        // All emptied before any is deleted: ours refer to each other.
-        let ours: Vec<&str> = saved
-            .chains
-            .iter()
-            .map(|c| c.name.as_str())
-            .filter(|c| is_ours(c))
-            .collect();
-        for chain in &ours {
-            input.declare_chain(table, chain);
-        }
-        for chain in ours {
-            input.delete_chain(table, chain);
-            removed.push(format!("{tool} {table} chain {chain}"));
-        }
+        flush_then_delete(table, &state.ours, &mut flush, &mut delete);
+        let chains = state.ours.iter();
+        removed.extend(chains.map(|chain| format!("{tool} {table} chain {chain}")));
     }
-    (input, removed)
+    let inputs = [flush, delete].into_iter().filter(|i| !i.is_empty());
+    (inputs.collect(), removed)
 }
 
 /// `route_localnet` lets packets to 127.0.0.1 be DNATed to a pod: needed (IPv4 only) when

@@ -149,7 +149,7 @@ impl IptablesMode {
             // Families no longer served keep none of our chains.
             for family in [IpFamily::V4, IpFamily::V6] {
                 if desired.family(family).is_none() {
-                    apply::clean(&self.tools(family))?;
+                    apply::clean(&self.tools(family), netns)?;
                 }
             }
         }
@@ -246,7 +246,7 @@ impl Mode for IptablesMode {
             for family in Family::ALL {
                 let ipt = apply::tools(backend, family, self.netns.as_deref());
                 if ipt.is_installed() {
-                    removed.extend(apply::clean(&ipt)?);
+                    removed.extend(apply::clean(&ipt, self.netns.as_deref())?);
                 }
             }
         }
