@@ -14,6 +14,7 @@ pub mod names;
 pub mod nftables;
 pub mod registry;
 pub mod testing;
+pub mod userspace;
 pub mod view;
 
 pub use error::ModeError;

@@ -2,7 +2,7 @@
 //! cleared from the node before a mode starts (the other modes' objects that would overlap).
 //! Adding a mode is one entry in [`MODES`].
 
-use crate::{Mode, ModeError, iptables, nftables};
+use crate::{Mode, ModeError, iptables, nftables, userspace};
 
 /// Settings every mode's constructor gets. Mode-only settings belong in a field of their own
 /// here, read by that mode alone, never in the shared node settings of the desired state.
@@ -53,6 +53,10 @@ pub const MODES: &[Registration] = &[
     Registration {
         name: "iptables",
         build: iptables::build,
+    },
+    Registration {
+        name: "userspace",
+        build: userspace::build,
     },
 ];
 
