@@ -232,3 +232,6 @@ fn shuffle(v: &mut [SocketAddr]) {
         v.swap(i, (x % (i as u64 + 1)) as usize);
     }
 }
+
+#[cfg(test)]
+mod tests;
