@@ -60,6 +60,18 @@ pub fn socket_in(netns: &Netns, v6: bool, ty: SockType) -> io::Result<OwnedFd> {
         })
 }
 
+/// Raises this process's open-file soft limit to its hard limit and returns the new limit: a
+/// relayed TCP connection holds two sockets and, while data flows, two pipes (six descriptors),
+/// and the usual soft limit (1024) would stop the relay at about 170 connections.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard)
+}
+
 enum SocketError {
     Io(io::Error),
     Netns(NetnsError),

@@ -153,6 +153,12 @@ impl<C: NftClient + Send> Mode for UserspaceMode<C> {
 
     /// Binds the listeners (IPv4, and IPv6 where the node has it) and starts the relay's tasks.
     fn start(&mut self, ctx: &ModeContext) -> Result<(), ModeError> {
+        match kproxy_dataplane::relay::raise_fd_limit() {
+            Ok(n) => tracing::info!(open_files = n, "userspace mode: open-file limit raised"),
+            Err(e) => {
+                tracing::warn!(error = %e, "userspace mode: cannot raise the open-file limit")
+            }
+        }
         self.bind(ctx, IpFamily::V4)
             .map_err(|e| ModeError::kernel(MODE, "binding the IPv4 relay listeners", e))?;
         if let Err(e) = self.bind(ctx, IpFamily::V6) {
