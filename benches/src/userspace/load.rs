@@ -114,7 +114,9 @@ impl Client {
     }
 
     fn run<T: Send + 'static>(&self, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-        in_ns(&self.ns, f).join().map_err(|_| anyhow::anyhow!("client thread panicked"))?
+        in_ns(&self.ns, f)
+            .join()
+            .map_err(|_| anyhow::anyhow!("client thread panicked"))?
     }
 
     /// `gib` GiB to the sink, `runs` times; the median run.
@@ -180,7 +182,8 @@ impl Client {
             let t0 = Instant::now();
             for i in 0..n {
                 u.send(&(i as u64).to_be_bytes())?;
-                u.recv(&mut buf).with_context(|| format!("UDP reply {i} from {to}"))?;
+                u.recv(&mut buf)
+                    .with_context(|| format!("UDP reply {i} from {to}"))?;
             }
             Ok(n as f64 / t0.elapsed().as_secs_f64())
         })
@@ -188,14 +191,25 @@ impl Client {
 
     /// VmRSS (MiB) before, and with `n` idle connections through `to` relayed (`active` counts
     /// them; waited for with a deadline).
-    pub fn idle_rss(&self, to: SocketAddr, n: usize, active: impl Fn() -> u64) -> Result<(f64, f64)> {
+    pub fn idle_rss(
+        &self,
+        to: SocketAddr,
+        n: usize,
+        active: impl Fn() -> u64,
+    ) -> Result<(f64, f64)> {
         let before = vm_rss_mib();
         let held = self.run(move || {
-            (0..n).map(|_| TcpStream::connect(to).map_err(Into::into)).collect::<Result<Vec<_>>>()
+            (0..n)
+                .map(|_| TcpStream::connect(to).map_err(Into::into))
+                .collect::<Result<Vec<_>>>()
         })?;
         let deadline = Instant::now() + Duration::from_secs(60);
         while active() < n as u64 {
-            anyhow::ensure!(Instant::now() < deadline, "only {} of {n} relayed", active());
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {} of {n} relayed",
+                active()
+            );
             std::thread::yield_now();
         }
         let after = vm_rss_mib();

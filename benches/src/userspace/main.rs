@@ -35,7 +35,15 @@ fn ip(s: &str) -> IpAddr {
 /// The Services: a sink, an answerer, a holder of idle connections (TCP), and UDP echo.
 fn desired() -> kproxy_modes::model::DesiredState {
     let svc = |name, cip, proto, vport, eport: u16| {
-        port("b", name, "p", proto, cip, vport, vec![ep(&format!("{SERVER}:{eport}"), true)])
+        port(
+            "b",
+            name,
+            "p",
+            proto,
+            cip,
+            vport,
+            vec![ep(&format!("{SERVER}:{eport}"), true)],
+        )
     };
     state(vec![(
         IpFamily::V4,
@@ -49,21 +57,31 @@ fn desired() -> kproxy_modes::model::DesiredState {
 }
 
 fn main() -> Result<()> {
-    anyhow::ensure!(nix::unistd::geteuid().is_root(), "run as root (network namespaces)");
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "run as root (network namespaces)"
+    );
     let quick = std::env::args().any(|a| a == "--quick");
     kproxy_dataplane::relay::raise_fd_limit()?;
     let bed_rt = tokio::runtime::Runtime::new()?;
     // The relay's own runtime, like the agent's: two workers on this 2-core machine.
-    let relay_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     let bed = bed_rt.block_on(async {
         let mut bed = TestBed::new(&[ip(NODE)]).await?;
         bed.add_pod(ip(CLIENT)).await?;
         bed.add_pod(ip(SERVER)).await?;
         anyhow::Ok(bed)
     })?;
+    // Its threads live in the node namespace, as the agent's do on a node: sockets are made
+    // there directly (see `relay::socket_in`).
+    let node_ns = bed.node.file()?;
+    let relay_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .on_thread_start(move || {
+            let ns = node_ns.try_clone().expect("namespace handle");
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        })
+        .enable_all()
+        .build()?;
     let server_ns = bed.pod(ip(SERVER)).unwrap().file()?;
     let client_ns = bed.pod(ip(CLIENT)).unwrap().file()?;
     load::start_servers(&server_ns, ip(SERVER))?;
@@ -97,8 +115,18 @@ fn report(c: &load::Client, mode: &dyn Mode, quick: bool) -> Result<()> {
         c.bulk_median(direct(load::SINK), gib, runs)?,
         c.bulk_median(sa("172.30.0.20:80"), gib, runs)?,
     );
-    row("bulk TCP, GB/s (median of runs)", d_bulk.gbps, r_bulk.gbps, true);
-    row("CPU s/GB, whole bench process", d_bulk.cpu_per_gb, r_bulk.cpu_per_gb, true);
+    row(
+        "bulk TCP, GB/s (median of runs)",
+        d_bulk.gbps,
+        r_bulk.gbps,
+        true,
+    );
+    row(
+        "CPU s/GB, whole bench process",
+        d_bulk.cpu_per_gb,
+        r_bulk.cpu_per_gb,
+        true,
+    );
     println!(
         "| CPU s/GB of the relay alone (difference) | - | {:.2} | - |",
         r_bulk.cpu_per_gb - d_bulk.cpu_per_gb
@@ -109,7 +137,12 @@ fn report(c: &load::Client, mode: &dyn Mode, quick: bool) -> Result<()> {
     );
     row("connect + request p50, µs", d_lat.p50, r_lat.p50, true);
     row("connect + request p99, µs", d_lat.p99, r_lat.p99, true);
-    row("new connections/s (sequential)", d_lat.rate, r_lat.rate, true);
+    row(
+        "new connections/s (sequential)",
+        d_lat.rate,
+        r_lat.rate,
+        true,
+    );
     let (d_udp, r_udp) = (
         c.udp_rate(direct(load::UDP), udp_n)?,
         c.udp_rate(sa("172.30.0.30:53"), udp_n)?,

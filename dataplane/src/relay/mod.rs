@@ -52,6 +52,9 @@ pub fn socket_in(netns: &Netns, v6: bool, ty: SockType) -> io::Result<OwnedFd> {
     };
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
     let make = || nix::sys::socket::socket(family, ty, flags, None).map_err(io::Error::from);
+    if entered(netns) {
+        return make();
+    }
     netns
         .run(|| make().map_err(SocketError::Io))
         .map_err(|e| match e {
@@ -70,6 +73,22 @@ pub fn raise_fd_limit() -> io::Result<u64> {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     }
     Ok(hard)
+}
+
+/// Whether this thread is in `netns` already (a relay whose runtime threads entered it): then
+/// a socket needs no thread of its own. Two `stat`s, against a thread spawn.
+fn entered(netns: &Netns) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(path) = netns.path() else {
+        return true;
+    };
+    match (
+        std::fs::metadata(path),
+        std::fs::metadata("/proc/thread-self/ns/net"),
+    ) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
 }
 
 enum SocketError {

@@ -66,6 +66,9 @@ pub async fn relay(
 }
 
 /// One direction: `src` -> pipe -> `dst`, until `src`'s EOF, then `dst`'s write side is shut.
+/// While the pipe holds bytes, more are taken from `src` without waiting (so reading and writing
+/// overlap); only an empty pipe waits for `src`, and only then does EAGAIN mean "no data" (with
+/// bytes in the pipe it may mean "pipe full", which must not clear the socket's readiness).
 async fn pump(
     src: &TcpStream,
     dst: &TcpStream,
@@ -73,35 +76,48 @@ async fn pump(
     bytes: &AtomicU64,
 ) -> io::Result<()> {
     let mut pipe: Option<Pipe> = None;
+    let (mut held, mut eof) = (0usize, false);
     loop {
-        src.readable().await?;
-        let p = match &pipe {
-            Some(p) => p,
-            None => pipe.insert(Pipe::new(pipe_size)?),
-        };
-        // The pipe is empty here (drained below), so EAGAIN can only mean "socket not readable".
-        let n = match src.try_io(Interest::READABLE, || move_bytes(src, &p.write, p.capacity)) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        if n == 0 {
+        if !eof && held == 0 {
+            src.readable().await?;
+            let p = match &pipe {
+                Some(p) => p,
+                None => pipe.insert(Pipe::new(pipe_size)?),
+            };
+            match src.try_io(Interest::READABLE, || move_bytes(src, &p.write, p.capacity)) {
+                Ok(0) => eof = true,
+                Ok(n) => held += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        } else if let (false, Some(p)) = (eof, &pipe)
+            && held < p.capacity
+        {
+            // (A zero length would read as EOF: only with room in the pipe.)
+            match move_bytes(src, &p.write, p.capacity - held) {
+                Ok(0) => eof = true,
+                Ok(n) => held += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let (true, Some(p)) = (held > 0, &pipe) {
+            match dst.try_io(Interest::WRITABLE, || move_bytes(&p.read, dst, held)) {
+                Ok(m) => {
+                    held -= m;
+                    bytes.fetch_add(m as u64, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        if eof && held == 0 {
             return match shutdown(dst.as_raw_fd(), Shutdown::Write) {
                 // The peer is gone already: nothing left to tell it.
                 Ok(()) | Err(nix::errno::Errno::ENOTCONN) => Ok(()),
                 Err(e) => Err(e.into()),
             };
         }
-        let mut left = n;
-        while left > 0 {
-            dst.writable().await?;
-            match dst.try_io(Interest::WRITABLE, || move_bytes(&p.read, dst, left)) {
-                Ok(m) => left -= m,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-        bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
