@@ -36,8 +36,6 @@ pub const CAPTURE_NODEPORTS_LOCAL: &str = "capture-nodeports-local";
 const CAPTURE_CHAIN: &str = "capture";
 const RELAY_CHAIN: &str = "relay";
 
-const DSTNAT: i32 = -100;
-
 /// Where a family's captured traffic is DNATed: the relay's listeners on a node address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Listeners {

@@ -1,7 +1,7 @@
 //! The pure part of the mode: `render(desired, changes, applied)` gives the
 //! transaction to run and the state that will be applied once it succeeds.
 
-mod base;
+pub(crate) mod base;
 pub mod ctx;
 mod objects;
 mod partial;

@@ -3,18 +3,18 @@
 
 use std::net::IpAddr;
 
-use kproxy_dataplane::nft::{BaseChain, ChainType, Hook};
+use kproxy_dataplane::nft::BaseChain;
 
 use super::{
-    CAPTURE, CAPTURE_CHAIN, CAPTURE_LOCAL, CAPTURE_NODEPORTS, CAPTURE_NODEPORTS_LOCAL, DSTNAT,
-    Listeners, RELAY_CHAIN,
+    CAPTURE, CAPTURE_CHAIN, CAPTURE_LOCAL, CAPTURE_NODEPORTS, CAPTURE_NODEPORTS_LOCAL, Listeners,
+    RELAY_CHAIN,
 };
 use crate::model::{FamilyState, NodePortIps};
 use crate::nftables::names::{
     CLUSTER_IPS, CLUSTER_IPS_CHECK, FILTER_FORWARD, FILTER_INPUT, FILTER_OUTPUT,
     FILTER_OUTPUT_POST_DNAT, FILTER_PREROUTING, FIREWALL_CHECK, FIREWALL_IPS, NAT_OUTPUT,
-    NAT_PREROUTING, NO_ENDPOINT_NODEPORTS, NO_ENDPOINT_SERVICES, NODEPORT_ENDPOINTS_CHECK,
-    NODEPORT_IPS, POD_CIDRS, REJECT_CHAIN, SERVICE_ENDPOINTS_CHECK,
+    NAT_POSTROUTING, NAT_PREROUTING, NO_ENDPOINT_NODEPORTS, NO_ENDPOINT_SERVICES,
+    NODEPORT_ENDPOINTS_CHECK, NODEPORT_IPS, POD_CIDRS, REJECT_CHAIN, SERVICE_ENDPOINTS_CHECK,
 };
 use crate::nftables::render::ctx::FamilyCtx;
 
@@ -35,31 +35,6 @@ pub enum Stmt {
     Chain(&'static str, Option<BaseChain>),
     Rule(&'static str, String),
 }
-
-const BASE_CHAINS: [(&str, ChainType, Hook, i32); 7] = [
-    (
-        FILTER_PREROUTING,
-        ChainType::Filter,
-        Hook::Prerouting,
-        DSTNAT - 10,
-    ),
-    (FILTER_INPUT, ChainType::Filter, Hook::Input, DSTNAT - 10),
-    (
-        FILTER_FORWARD,
-        ChainType::Filter,
-        Hook::Forward,
-        DSTNAT - 10,
-    ),
-    (FILTER_OUTPUT, ChainType::Filter, Hook::Output, DSTNAT - 10),
-    (
-        FILTER_OUTPUT_POST_DNAT,
-        ChainType::Filter,
-        Hook::Output,
-        DSTNAT + 10,
-    ),
-    (NAT_PREROUTING, ChainType::Nat, Hook::Prerouting, DSTNAT),
-    (NAT_OUTPUT, ChainType::Nat, Hook::Output, DSTNAT),
-];
 
 /// `(chain, rule)` of the fixed dispatch: the nftables mode's checks (before DNAT for the
 /// firewall, after it for REJECT and the Service CIDR drop), then the capture.
@@ -127,7 +102,9 @@ pub fn base(ctx: &FamilyCtx, fam: &FamilyState, l: Listeners) -> Vec<Stmt> {
             Some(format!("{ipx} daddr @{NODEPORT_IPS}"))
         }
     };
-    for (name, chain_type, hook, priority) in BASE_CHAINS {
+    // nftables mode's base chains, without its masquerading (the relay's connections are its own).
+    let hooks = crate::nftables::render::base::BASE_CHAINS;
+    for (name, chain_type, hook, priority) in hooks.into_iter().filter(|c| c.0 != NAT_POSTROUTING) {
         let base = BaseChain {
             chain_type,
             hook,
