@@ -7,5 +7,6 @@ pub mod iptables;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod relay;
 pub mod rtnl;
 pub mod sysctl;

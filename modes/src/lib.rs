@@ -15,6 +15,7 @@ pub mod nftables;
 pub mod quarantine;
 pub mod registry;
 pub mod testing;
+pub mod userspace;
 pub mod view;
 
 pub use error::ModeError;

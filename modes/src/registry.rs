@@ -4,7 +4,7 @@
 
 pub use kproxy_dataplane::iptables::Backend;
 
-use crate::{Mode, ModeError, iptables, nftables};
+use crate::{Mode, ModeError, iptables, nftables, userspace};
 
 /// Settings every mode's constructor gets. Mode-only settings belong in a field of their own
 /// here, read by that mode alone, never in the shared node settings of the desired state.
@@ -58,6 +58,10 @@ pub const MODES: &[Registration] = &[
     Registration {
         name: "iptables",
         build: iptables::build,
+    },
+    Registration {
+        name: "userspace",
+        build: userspace::build,
     },
 ];
 

@@ -81,6 +81,34 @@ impl ConntrackNetlink {
     }
 }
 
+impl ConntrackNetlink {
+    /// The entry whose reply direction is exactly `reply` (`None`: no such entry). A relay
+    /// that received a REDIRECTed UDP datagram knows the reply tuple (its own address and the
+    /// client's); the entry's original direction holds the destination the client used.
+    pub fn original_of_reply(
+        &self,
+        l3: L3,
+        reply: &super::FlowTuple,
+    ) -> Result<Option<Entry>, ConntrackError> {
+        let mut conn = self.connect()?;
+        let seq =
+            (conn.socket).send_bytes("get", |seq| wire::get_by_reply_request(l3, reply, seq))?;
+        loop {
+            for answer in conn.recv("get", seq)? {
+                match answer {
+                    Answer::Entry(e) => return Ok(Some(e)),
+                    Answer::Failed(errno) if errno == Errno::ENOENT as i32 => return Ok(None),
+                    Answer::Failed(errno) => {
+                        let e = std::io::Error::from_raw_os_error(errno);
+                        return Err(ConntrackError::netlink("get", e));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
 impl ConntrackClient for ConntrackNetlink {
     fn delete(&self, filter: &FlowFilter) -> Result<u64, ConntrackError> {
         let mut results = self.delete_each(std::slice::from_ref(filter));

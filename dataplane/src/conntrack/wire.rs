@@ -92,24 +92,34 @@ pub fn dump_request(l3: L3, seq: u32) -> Vec<u8> {
     )
 }
 
+/// IPCTNL_MSG_CT_GET of the one entry whose reply direction is `reply` (all five fields set):
+/// how a relay learns a redirected UDP flow's original destination, which `SO_ORIGINAL_DST`
+/// does not give for UDP. The kernel answers with the entry, or ENOENT.
+pub fn get_by_reply_request(l3: L3, reply: &FlowTuple, seq: u32) -> Vec<u8> {
+    let attrs = vec![ConntrackAttribute::CtaTupleReply(tuple_attrs(reply))];
+    request(l3, ConntrackMessage::Get(attrs), NLM_F_REQUEST, seq)
+}
+
+fn tuple_attrs(t: &FlowTuple) -> Vec<Tuple> {
+    let ip = [
+        t.src.map(IPTuple::SourceAddress),
+        t.dst.map(IPTuple::DestinationAddress),
+    ];
+    let proto = [
+        t.proto.map(|p| ProtoTuple::Protocol(Protocol::from(p))),
+        t.src_port.map(ProtoTuple::SourcePort),
+        t.dst_port.map(ProtoTuple::DestinationPort),
+    ];
+    vec![
+        Tuple::Ip(ip.into_iter().flatten().collect()),
+        Tuple::Proto(proto.into_iter().flatten().collect()),
+    ]
+}
+
 /// IPCTNL_MSG_CT_DELETE of exactly `entry` (its original tuple, zone and id), acknowledged.
 /// `l3` is the family it was dumped from.
 pub fn delete_request(l3: L3, entry: &Entry, seq: u32) -> Vec<u8> {
-    let o = &entry.orig;
-    let ip = [
-        o.src.map(IPTuple::SourceAddress),
-        o.dst.map(IPTuple::DestinationAddress),
-    ];
-    let proto = [
-        o.proto.map(|p| ProtoTuple::Protocol(Protocol::from(p))),
-        o.src_port.map(ProtoTuple::SourcePort),
-        o.dst_port.map(ProtoTuple::DestinationPort),
-    ];
-    let tuple = vec![
-        Tuple::Ip(ip.into_iter().flatten().collect()),
-        Tuple::Proto(proto.into_iter().flatten().collect()),
-    ];
-    let mut attrs = vec![ConntrackAttribute::CtaTupleOrig(tuple)];
+    let mut attrs = vec![ConntrackAttribute::CtaTupleOrig(tuple_attrs(&entry.orig))];
     if let Some(zone) = entry.zone {
         let zone = DefaultNla::new(CTA_ZONE, zone.to_be_bytes().to_vec());
         attrs.push(ConntrackAttribute::Other(zone));

@@ -18,7 +18,8 @@ use super::{
 const DSTNAT: i32 = -100;
 const SRCNAT: i32 = 100;
 
-const BASE_CHAINS: [(&str, ChainType, Hook, i32); 8] = [
+/// Shared with the userspace mode's capture table (same hooks and priorities).
+pub(crate) const BASE_CHAINS: [(&str, ChainType, Hook, i32); 8] = [
     (
         FILTER_PREROUTING,
         ChainType::Filter,

@@ -1,8 +1,8 @@
 //! The pure part of the mode: `render(desired, changes, applied)` gives the
 //! transaction to run and the state that will be applied once it succeeds.
 
-mod base;
-mod ctx;
+pub(crate) mod base;
+pub mod ctx;
 mod objects;
 mod partial;
 pub mod service;

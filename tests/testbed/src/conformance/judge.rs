@@ -19,13 +19,38 @@ pub enum Verdict {
     Pass,
     Fail(String),
     Skip(String),
+    /// Everything held except what the mode cannot do by design, said here: a relaying mode's
+    /// endpoint sees the node, never the client (`masq: false`). Its own line prefix and count.
+    ModeDifference(String),
 }
 
-pub async fn judge(bed: &TestBed, flow: &Flow, node_addrs: &[IpAddr]) -> Verdict {
-    match judge_inner(bed, flow, node_addrs).await {
+/// What a relaying mode cannot keep: the client's source address.
+pub const RELAY_SOURCE: &str =
+    "masq: false cannot hold in a relay: the endpoint saw the node, not the client";
+
+/// `relays`: the mode relays connections (userspace), so an endpoint sees a node address;
+/// a `masq: false` flow that passes otherwise is a [`Verdict::ModeDifference`], never a pass.
+pub async fn judge(bed: &TestBed, flow: &Flow, node_addrs: &[IpAddr], relays: bool) -> Verdict {
+    // Only an endpoint's answer passes through the relay; untouched, rejected or dropped
+    // traffic is judged as the case says.
+    let relayed_flow = relays && flow.masq == Some(false) && answers(flow);
+    let judged = if relayed_flow {
+        let mut f = flow.clone();
+        f.masq = Some(true);
+        judge_inner(bed, &f, node_addrs).await
+    } else {
+        judge_inner(bed, flow, node_addrs).await
+    };
+    match judged {
+        Ok(Verdict::Pass) if relayed_flow => Verdict::ModeDifference(RELAY_SOURCE.into()),
         Ok(v) => v,
         Err(e) => Verdict::Fail(format!("error: {e:#}")),
     }
+}
+
+/// Whether the flow expects an endpoint to answer (only then does the source it sees matter).
+fn answers(flow: &Flow) -> bool {
+    matches!(flow.expected(), Ok(Expected::Endpoints { .. }))
 }
 
 /// The masquerade check: the endpoint saw a node address (`masq: true`) or the client's own.

@@ -23,25 +23,39 @@ pub struct Options {
     pub kproxy_args: Vec<String>,
 }
 
+impl Options {
+    /// Whether the mode relays connections in user space (its endpoints see the node).
+    pub fn relays(&self) -> bool {
+        self.mode == "userspace"
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
     pub passed: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Flows judged [`Verdict::ModeDifference`] (said only when there are some).
+    pub mode_differences: usize,
 }
 
 impl Tally {
     pub fn closing_line(&self) -> String {
-        format!(
+        let line = format!(
             "conformance: {} passed, {} failed, {} skipped",
             self.passed, self.failed, self.skipped
-        )
+        );
+        match self.mode_differences {
+            0 => line,
+            n => format!("{line}, {n} mode differences"),
+        }
     }
 
     fn add(&mut self, other: Tally) {
         self.passed += other.passed;
         self.failed += other.failed;
         self.skipped += other.skipped;
+        self.mode_differences += other.mode_differences;
     }
 }
 
@@ -99,6 +113,10 @@ impl Reporter<'_> {
             Verdict::Skip(why) => {
                 self.tally.skipped += 1;
                 writeln!(self.out, "SKIP {head} -- {why}")?;
+            }
+            Verdict::ModeDifference(why) => {
+                self.tally.mode_differences += 1;
+                writeln!(self.out, "MODE-DIFFERENCE {head} -- {why}")?;
             }
         }
         self.out.flush()?;
@@ -228,7 +246,7 @@ async fn run_case(
         for (j, flow) in step.flows.iter().enumerate() {
             // Upstream judges each flow as a new connection: no conntrack state carries over.
             let v = match run_in(&bed.node, "conntrack", &["-F"]).await {
-                Ok(_) => judge(&bed, flow, &node_addrs).await,
+                Ok(_) => judge(&bed, flow, &node_addrs, opts.relays()).await,
                 Err(e) => Verdict::Fail(format!("flushing conntrack: {e:#}")),
             };
             rep.line(i, j, flow, &v)?;

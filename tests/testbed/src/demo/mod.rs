@@ -100,7 +100,8 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<bool> {
 
     if let Some(bed) = &bed {
         writeln!(out, "== 2. traffic to every Service ==")?;
-        let r = traffic_step(bed, &cluster, &clients, out).await;
+        let relays = opts.mode == "userspace";
+        let r = traffic_step(bed, &cluster, &clients, relays, out).await;
         step(2, r, out)?;
     }
 
@@ -205,12 +206,13 @@ async fn traffic_step(
     bed: &TestBed,
     c: &Cluster,
     clients: &Clients,
+    relays: bool,
     out: &mut dyn Write,
 ) -> Result<()> {
     let node_addrs = bed.node_addresses().await?;
     let mut results = Vec::new();
     for t in traffic::targets(c, clients) {
-        results.push(traffic::run_target(bed, &t, &node_addrs).await?);
+        results.push(traffic::run_target(bed, &t, &node_addrs, relays).await?);
     }
     let header = [
         "SERVICE",
