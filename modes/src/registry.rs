@@ -2,7 +2,7 @@
 //! cleared from the node before a mode starts (the other modes' objects that would overlap).
 //! Adding a mode is one entry in [`MODES`].
 
-use crate::{Mode, ModeError, iptables, nftables};
+use crate::{Mode, ModeError, iptables, ipvs, nftables};
 
 /// Settings every mode's constructor gets. Mode-only settings belong in a field of their own
 /// here, read by that mode alone, never in the shared node settings of the desired state.
@@ -53,6 +53,10 @@ pub const MODES: &[Registration] = &[
     Registration {
         name: "iptables",
         build: iptables::build,
+    },
+    Registration {
+        name: "ipvs",
+        build: ipvs::build,
     },
 ];
 
@@ -109,7 +113,10 @@ pub fn clear_node_for(active: &str, settings: &ModeSettings) -> Cleared {
             Err(e) => out.failed.push(format!("kproxy {} mode: {e}", m.name)),
         }
     }
-    let upstream = crate::leftovers::remove_upstream_leftovers(settings.netns.as_deref());
+    let upstream = crate::leftovers::remove_upstream_leftovers_but(
+        settings.netns.as_deref(),
+        active == "ipvs",
+    );
     out.removed.extend(
         upstream
             .removed

@@ -2,7 +2,7 @@
 //! transaction to run and the state that will be applied once it succeeds.
 
 mod base;
-mod ctx;
+pub(crate) mod ctx;
 mod objects;
 mod partial;
 pub mod service;

@@ -1,0 +1,395 @@
+//! The ipvs mode: IPVS virtual servers over generic netlink for load balancing, every VIP on the
+//! dummy link `kube-ipvs0`, and filtering and masquerading in a small nftables table of
+//! kproxy's own instead of upstream's iptables rules and ipsets. See docs/modes/ipvs.md.
+//!
+//! A sync plans the whole table in memory (`plan.rs`, cheap), then diffs it against what the
+//! kernel holds of ours (`diff.rs`): listed once at a full sync, the cache of the last sync
+//! otherwise. Each operation stands alone (IPVS has no transactions): one that fails leaves the
+//! other Services programmed, is logged, and makes the next sync full.
+
+mod diff;
+mod drift;
+pub mod nft;
+mod node;
+pub mod plan;
+#[cfg(test)]
+mod tests;
+mod view;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use kproxy_dataplane::{
+    ipvs::{Ipvs, IpvsError, IpvsTable, Op, Service, ServiceKey},
+    netns::Netns,
+    nft::{Exec, NftClient},
+    rtnl::Rtnl,
+};
+
+use self::{
+    diff::{Draining, Table},
+    nft::Elements,
+    plan::Plan,
+};
+use crate::{
+    Counter, Drift, Mode, ModeContext, ModeError, SyncError, SyncStats,
+    model::{ChangeSet, DesiredState, IpFamily},
+    registry::{IpvsSettings, ModeSettings},
+};
+
+pub use node::DUMMY;
+
+const MODE: &str = "ipvs";
+
+/// The registry's constructor.
+pub fn build(settings: &ModeSettings) -> Box<dyn Mode> {
+    Box::new(IpvsMode::new(
+        Netns::from_name(settings.netns.as_deref()),
+        settings.ipvs.clone(),
+    ))
+}
+
+/// The node's addresses per family.
+type Local = BTreeMap<IpFamily, Vec<IpAddr>>;
+
+/// What the last successful sync left in the kernel: the diff base of the next one.
+struct Applied {
+    table: Table,
+    vips: BTreeSet<IpAddr>,
+    elements: Elements,
+    /// Rules per fixed nftables chain, per family (the drift check counts them).
+    rules: Vec<(IpFamily, &'static str, usize)>,
+}
+
+pub struct IpvsMode {
+    netns: Netns,
+    settings: IpvsSettings,
+    nft: Exec,
+    applied: Option<Applied>,
+    draining: BTreeSet<Draining>,
+    failed_ops: u64,
+}
+
+impl IpvsMode {
+    pub fn new(netns: Netns, settings: IpvsSettings) -> Self {
+        Self {
+            nft: Exec::new().with_netns(netns.clone()),
+            netns,
+            settings,
+            applied: None,
+            draining: BTreeSet::new(),
+            failed_ops: 0,
+        }
+    }
+
+    fn rtnl(&self) -> Rtnl {
+        Rtnl::new().with_netns(self.netns.clone())
+    }
+
+    fn kernel(op: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> ModeError {
+        ModeError::kernel(MODE, op, e)
+    }
+
+    /// The node's addresses per family (not kube-ipvs0's), and kube-ipvs0's.
+    fn addresses(&self) -> Result<(Local, BTreeSet<IpAddr>), ModeError> {
+        let rtnl = self.rtnl();
+        let dummy = match rtnl.link(DUMMY) {
+            Ok(l) => Some(l.index),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(Self::kernel("reading kube-ipvs0", e)),
+        };
+        let all = rtnl
+            .addresses()
+            .map_err(|e| Self::kernel("listing addresses", e))?;
+        let (mut local, mut vips) = (BTreeMap::<IpFamily, Vec<IpAddr>>::new(), BTreeSet::new());
+        for a in all {
+            if Some(a.index) == dummy {
+                vips.insert(a.addr);
+            } else {
+                local.entry(IpFamily::of(&a.addr)).or_default().push(a.addr);
+            }
+        }
+        Ok((local, vips))
+    }
+
+    /// The NodePort virtual servers our nftables tables say kproxy made (node-port addresses x
+    /// NodePorts): ours after a restart, when nothing is cached.
+    fn own_node_ports(&self) -> Result<BTreeSet<ServiceKey>, ModeError> {
+        let tables = view::read_tables(self)?;
+        let servers = tables
+            .iter()
+            .flat_map(|t| t.nodeport_servers().collect::<Vec<_>>());
+        Ok(servers
+            .map(|(ip, p, port)| {
+                let svc = Service::new(ip, plan::protocol(p), port, "");
+                svc.key()
+            })
+            .collect())
+    }
+
+    /// Ours among the kernel's virtual servers: on a VIP or node-port address kproxy uses or
+    /// kube-ipvs0 holds, and outside excludeCIDRs (those are someone else's, never touched).
+    fn listed(
+        &self,
+        ipvs: &mut Ipvs,
+        plan: &Plan,
+        vips: &BTreeSet<IpAddr>,
+    ) -> Result<Table, ModeError> {
+        let np: BTreeSet<&IpAddr> = plan.nodeport_ips.values().flatten().collect();
+        let made = self.own_node_ports()?;
+        // A node address's virtual servers are ours when our table says we made them, or the
+        // plan wants them (never another NodePort-looking one of someone else's).
+        let ours = |k: &ServiceKey| {
+            k.fwmark == 0
+                && (vips.contains(&k.address)
+                    || plan.vips.contains(&k.address)
+                    || made.contains(k)
+                    || (np.contains(&k.address) && plan.services.contains_key(k)))
+                && !self
+                    .settings
+                    .exclude_cidrs
+                    .iter()
+                    .any(|c| c.contains(&k.address))
+        };
+        let listed = ipvs
+            .list_services()
+            .map_err(|e| Self::kernel("listing virtual servers", e))?;
+        let mut table = Table::new();
+        for svc in listed.into_iter().filter(|s| ours(&s.key())) {
+            let key = svc.key();
+            // Servers matter only where the service stays; others are deleted whole.
+            let dests = match plan.services.contains_key(&key) {
+                true => ipvs
+                    .list_servers(&key)
+                    .map_err(|e| Self::kernel("listing real servers", e))?,
+                false => Vec::new(),
+            };
+            table.insert(key, (svc, dests));
+        }
+        Ok(table)
+    }
+
+    fn sync_inner(&mut self, desired: &DesiredState, full: bool) -> Result<(), ModeError> {
+        let (local, kube_vips) = self.addresses()?;
+        let plan = plan::plan(desired, &self.settings.scheduler, &local);
+        let mut ipvs = Ipvs::open(&self.netns).map_err(|e| Self::kernel("opening IPVS", e))?;
+        let (mut table, have_vips, old_elems, rules) = match self.applied.take() {
+            Some(a) if !full => (a.table, a.vips, Some(a.elements), a.rules),
+            _ => {
+                let listed = self.listed(&mut ipvs, &plan, &kube_vips)?;
+                (listed, kube_vips, None, Vec::new())
+            }
+        };
+        if full {
+            node::ensure_dummy(&self.rtnl())?;
+        }
+        self.change_addresses(&plan.vips, &have_vips, true)?;
+        let elements = nft::elements(desired, &plan);
+        let tx = match &old_elems {
+            Some(old) => nft::render_partial(old, &elements),
+            None => nft::render_full(desired, &elements),
+        };
+        if !tx.is_empty() {
+            self.nft
+                .run(&tx)
+                .map_err(|e| Self::kernel("applying the nftables table", e))?;
+        }
+        let ops = diff::diff(&plan.services, &table, &mut self.draining);
+        let mut failed = self.apply(&mut ipvs, &mut table, &ops);
+        let drained = self.drain(&mut ipvs)?;
+        failed = failed.or(self.apply(&mut ipvs, &mut table, &drained));
+        self.change_addresses(&plan.vips, &have_vips, false)?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let rules = match old_elems {
+            Some(_) => rules,
+            None => drift::rule_counts(&tx),
+        };
+        self.applied = Some(Applied {
+            table,
+            vips: plan.vips,
+            elements,
+            rules,
+        });
+        Ok(())
+    }
+
+    /// Adds the missing VIPs (`add`), or deletes the stale ones, on kube-ipvs0: VIPs come
+    /// before their virtual servers' traffic, and go after them.
+    fn change_addresses(
+        &self,
+        want: &BTreeSet<IpAddr>,
+        have: &BTreeSet<IpAddr>,
+        add: bool,
+    ) -> Result<(), ModeError> {
+        let prefix = |ip: &IpAddr| (*ip, if ip.is_ipv4() { 32 } else { 128 });
+        let (list, op): (Vec<_>, &str) = match add {
+            true => (
+                want.difference(have).map(prefix).collect(),
+                "adding VIPs to kube-ipvs0",
+            ),
+            false => (
+                have.difference(want).map(prefix).collect(),
+                "deleting VIPs from kube-ipvs0",
+            ),
+        };
+        let rtnl = self.rtnl();
+        let results = match add {
+            true => rtnl.add_addresses(DUMMY, &list),
+            false => rtnl.delete_addresses(DUMMY, &list),
+        }
+        .map_err(|e| Self::kernel("changing kube-ipvs0's addresses", e))?;
+        let fine = |r: &Result<(), kproxy_dataplane::rtnl::RtnlError>| match r {
+            Ok(()) => true,
+            Err(e) => (add && e.is_exists()) || (!add && e.is_not_found()),
+        };
+        match results.into_iter().find(|r| !fine(r)) {
+            Some(Err(e)) => Err(ModeError::kernel(
+                MODE,
+                if add { "adding VIPs to kube-ipvs0" } else { op },
+                e,
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs `ops`, updating `table` with those that succeeded; the first failure, if any (each
+    /// is logged: the others were applied all the same).
+    fn apply(&mut self, ipvs: &mut Ipvs, table: &mut Table, ops: &[Op]) -> Option<ModeError> {
+        if ops.is_empty() {
+            return None;
+        }
+        let results = ipvs.apply(ops);
+        let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
+        diff::apply_to(table, ops, &ok);
+        let mut first = None;
+        for (op, r) in ops.iter().zip(results) {
+            if let Err(e) = r {
+                self.failed_ops += 1;
+                tracing::error!(?op, error = %e, "an IPVS operation failed; the next sync is full");
+                first = first.or(Some(Self::kernel("applying IPVS changes", e)));
+            }
+        }
+        first
+    }
+
+    /// The drained servers to delete (see `diff::drained`): one listing per service that has
+    /// one draining, not one of everything.
+    fn drain(&mut self, ipvs: &mut Ipvs) -> Result<Vec<Op>, ModeError> {
+        if self.draining.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: BTreeSet<ServiceKey> = self.draining.iter().map(|d| d.0).collect();
+        let mut listed = BTreeMap::new();
+        for key in keys {
+            match ipvs.list_servers(&key) {
+                Ok(dests) => {
+                    listed.insert(key, dests);
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(Self::kernel("listing draining real servers", e)),
+            }
+        }
+        Ok(diff::drained(&mut self.draining, &listed))
+    }
+}
+
+impl Mode for IpvsMode {
+    fn name(&self) -> &'static str {
+        MODE
+    }
+
+    fn start(&mut self, _ctx: &ModeContext) -> Result<(), ModeError> {
+        node::start(&self.netns, &self.settings)
+    }
+
+    fn sync(
+        &mut self,
+        desired: &DesiredState,
+        changes: &ChangeSet,
+    ) -> Result<SyncStats, SyncError> {
+        let full = changes.full || self.applied.is_none();
+        match self.sync_inner(desired, full) {
+            Ok(()) => Ok(SyncStats::of(desired, full)),
+            Err(error) => {
+                self.applied = None;
+                Err(SyncError { full, error })
+            }
+        }
+    }
+
+    fn check_drift(&mut self) -> Result<Vec<Drift>, ModeError> {
+        let Some(applied) = &self.applied else {
+            return Ok(Vec::new());
+        };
+        let found = drift::check(self, applied)?;
+        if !found.is_empty() {
+            self.applied = None;
+        }
+        Ok(found)
+    }
+
+    fn kernel_view(&self) -> Result<crate::view::KernelView, ModeError> {
+        view::read(self)
+    }
+
+    fn cleanup(&mut self) -> Result<Vec<String>, ModeError> {
+        self.applied = None;
+        self.draining.clear();
+        cleanup(self)
+    }
+
+    fn counters(&self) -> Vec<Counter> {
+        vec![Counter {
+            name: "ipvs_failed_operations",
+            help: "IPVS operations the kernel refused (each logged; the next sync is full).",
+            value: self.failed_ops,
+        }]
+    }
+}
+
+/// Deletes our virtual servers (those on kube-ipvs0's addresses, outside excludeCIDRs),
+/// kube-ipvs0 and our nftables tables. Nothing when the kernel has no IPVS.
+fn cleanup(mode: &IpvsMode) -> Result<Vec<String>, ModeError> {
+    let mut removed = Vec::new();
+    let (_, vips) = mode.addresses()?;
+    let node_ports = mode.own_node_ports()?;
+    match Ipvs::open(&mode.netns) {
+        Ok(mut ipvs) => {
+            let listed = ipvs
+                .list_services()
+                .map_err(|e| IpvsMode::kernel("listing virtual servers", e))?;
+            let ours: Vec<Op> = listed
+                .iter()
+                .map(|s| s.key())
+                .filter(|k| k.fwmark == 0 && (vips.contains(&k.address) || node_ports.contains(k)))
+                .filter(|k| {
+                    !mode
+                        .settings
+                        .exclude_cidrs
+                        .iter()
+                        .any(|c| c.contains(&k.address))
+                })
+                .map(Op::DeleteService)
+                .collect();
+            if let Some(Err(e)) = ipvs.apply(&ours).into_iter().find(Result::is_err) {
+                return Err(IpvsMode::kernel("deleting virtual servers", e));
+            }
+            if !ours.is_empty() {
+                removed.push(format!("{} IPVS virtual servers", ours.len()));
+            }
+        }
+        Err(IpvsError::Unavailable) => {}
+        Err(e) => return Err(IpvsMode::kernel("opening IPVS", e)),
+    }
+    match mode.rtnl().delete_link(DUMMY) {
+        Ok(()) => removed.push(format!("link {DUMMY}")),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(IpvsMode::kernel("deleting kube-ipvs0", e)),
+    }
+    removed.extend(drift::delete_tables(&mode.nft)?);
+    Ok(removed)
+}
