@@ -50,7 +50,7 @@ const AGENT: &[&str] = &[
     "127.0.0.1:10249",
 ];
 
-/// Steps: in a fresh namespace, run kproxy with `--proxy-mode ipvs` (not in this build) and
+/// Steps: in a fresh namespace, run kproxy with `--proxy-mode userspace` (not in this build) and
 /// flags asking for a tcpEstablishedTimeout of 1234s; it exits 1 naming the mode, and the
 /// namespace's timeout is unchanged (363a40b set the sysctls first, then refused).
 #[test]
@@ -64,7 +64,7 @@ fn an_unavailable_mode_is_refused_before_any_sysctl_changes() {
     let args = [
         BIN,
         "--proxy-mode",
-        "ipvs",
+        "userspace",
         "--conntrack-tcp-timeout-established",
         "1234s",
         "--conntrack-max-per-core",
@@ -73,7 +73,10 @@ fn an_unavailable_mode_is_refused_before_any_sysctl_changes() {
     let out = ns.run(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("ipvs is not in this build"), "{stderr}");
+    assert!(
+        stderr.contains("userspace is not in this build"),
+        "{stderr}"
+    );
     assert_eq!(
         sysctl(&ns, "nf_conntrack_tcp_timeout_established"),
         before,
