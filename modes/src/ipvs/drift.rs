@@ -33,9 +33,17 @@ pub fn rule_counts(tx: &NftTransaction) -> Vec<(IpFamily, &'static str, usize)> 
 
 pub fn check(mode: &IpvsMode, applied: &Applied) -> Result<Vec<Drift>, ModeError> {
     let mut out = Vec::new();
-    let (_, vips) = mode.addresses()?;
+    let (local, vips) = mode.addresses()?;
+    if local != applied.local {
+        // Not drift of ours, but the NodePort virtual servers follow the node's addresses: the
+        // full sync this causes re-reads them.
+        out.push(Drift {
+            kind: "node address",
+            what: "the node's addresses changed since the last full sync".to_owned(),
+        });
+    }
     let missing: Vec<String> = applied
-        .vips
+        .vips()
         .difference(&vips)
         .map(ToString::to_string)
         .collect();

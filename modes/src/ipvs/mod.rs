@@ -12,6 +12,7 @@ mod drift;
 pub mod nft;
 mod node;
 pub mod plan;
+pub mod state;
 #[cfg(test)]
 mod tests;
 mod view;
@@ -30,8 +31,8 @@ use kproxy_dataplane::{
 
 use self::{
     diff::{Draining, Table},
-    nft::Elements,
     plan::Plan,
+    state::Applied,
 };
 use crate::{
     Counter, Drift, Mode, ModeContext, ModeError, SyncError, SyncStats,
@@ -52,16 +53,7 @@ pub fn build(settings: &ModeSettings) -> Box<dyn Mode> {
 }
 
 /// The node's addresses per family.
-type Local = BTreeMap<IpFamily, Vec<IpAddr>>;
-
-/// What the last successful sync left in the kernel: the diff base of the next one.
-struct Applied {
-    table: Table,
-    vips: BTreeSet<IpAddr>,
-    elements: Elements,
-    /// Rules per fixed nftables chain, per family (the drift check counts them).
-    rules: Vec<(IpFamily, &'static str, usize)>,
-}
+pub(crate) type Local = BTreeMap<IpFamily, Vec<IpAddr>>;
 
 pub struct IpvsMode {
     netns: Netns,
@@ -105,12 +97,15 @@ impl IpvsMode {
             .map_err(|e| Self::kernel("listing addresses", e))?;
         let (mut local, mut vips) = (BTreeMap::<IpFamily, Vec<IpAddr>>::new(), BTreeSet::new());
         for a in all {
+            let link_local = matches!(a.addr, IpAddr::V6(v6) if v6.is_unicast_link_local());
             if Some(a.index) == dummy {
                 vips.insert(a.addr);
-            } else {
+            } else if !link_local {
+                // (IPv6 link-local ones come and go with links and never serve NodePorts.)
                 local.entry(IpFamily::of(&a.addr)).or_default().push(a.addr);
             }
         }
+        local.values_mut().for_each(|v| v.sort_unstable());
         Ok((local, vips))
     }
 
@@ -171,87 +166,100 @@ impl IpvsMode {
         Ok(table)
     }
 
-    fn sync_inner(&mut self, desired: &DesiredState, full: bool) -> Result<(), ModeError> {
-        let (local, kube_vips) = self.addresses()?;
+    fn sync_inner(
+        &mut self,
+        desired: &DesiredState,
+        changes: &ChangeSet,
+    ) -> Result<bool, ModeError> {
+        match self.applied.take() {
+            Some(a) if !changes.full && a.can_partial(desired) => {
+                self.sync_partial(desired, changes, a)?;
+                Ok(false)
+            }
+            _ => self.sync_full(desired).map(|()| true),
+        }
+    }
+
+    /// Re-plans only the changed ports and reads nothing back: the node's addresses and
+    /// kube-ipvs0's are those of the last sync (the drift check notices a node address change;
+    /// listing 10k VIPs on every sync would cost more than the change).
+    fn sync_partial(
+        &mut self,
+        desired: &DesiredState,
+        changes: &ChangeSet,
+        mut a: Applied,
+    ) -> Result<(), ModeError> {
+        let ch = a.change(desired, changes, plan::scheduler(&self.settings.scheduler));
+        let mut ipvs = Ipvs::open(&self.netns).map_err(|e| Self::kernel("opening IPVS", e))?;
+        self.change_addresses(&ch.vip_add, true)?;
+        let tx = nft::render_changes(&ch.elem_del, &ch.elem_add);
+        if !tx.is_empty() {
+            (self.nft.run(&tx)).map_err(|e| Self::kernel("applying the nftables table", e))?;
+        }
+        let ops = diff::diff(&ch.wanted, &a.current(&ch.touched), &mut self.draining);
+        let mut failed = self.apply(&mut ipvs, &mut a.table, &ops);
+        let drained = self.drain(&mut ipvs)?;
+        failed = failed.or(self.apply(&mut ipvs, &mut a.table, &drained));
+        self.change_addresses(&ch.vip_del, false)?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        self.applied = Some(a);
+        Ok(())
+    }
+
+    /// Plans everything, lists what the kernel holds of ours, and makes it so; the nftables
+    /// tables are replaced whole.
+    fn sync_full(&mut self, desired: &DesiredState) -> Result<(), ModeError> {
+        let (local, have_vips) = self.addresses()?;
         let plan = plan::plan(desired, &self.settings.scheduler, &local);
         let mut ipvs = Ipvs::open(&self.netns).map_err(|e| Self::kernel("opening IPVS", e))?;
-        let (mut table, have_vips, old_elems, rules) = match self.applied.take() {
-            Some(a) if !full => (a.table, a.vips, Some(a.elements), a.rules),
-            _ => {
-                let listed = self.listed(&mut ipvs, &plan, &kube_vips)?;
-                (listed, kube_vips, None, Vec::new())
-            }
-        };
-        if full {
-            node::ensure_dummy(&self.rtnl())?;
-        }
-        self.change_addresses(&plan.vips, &have_vips, true)?;
-        let elements = nft::elements(desired, &plan);
-        let tx = match &old_elems {
-            Some(old) => nft::render_partial(old, &elements),
-            None => nft::render_full(desired, &elements),
-        };
-        if !tx.is_empty() {
-            self.nft
-                .run(&tx)
-                .map_err(|e| Self::kernel("applying the nftables table", e))?;
-        }
+        let mut table = self.listed(&mut ipvs, &plan, &have_vips)?;
+        node::ensure_dummy(&self.rtnl())?;
+        let add: Vec<IpAddr> = plan.vips.difference(&have_vips).copied().collect();
+        self.change_addresses(&add, true)?;
+        let tx = nft::render_full(desired, &nft::elements(desired, &plan));
+        (self.nft.run(&tx)).map_err(|e| Self::kernel("applying the nftables table", e))?;
         let ops = diff::diff(&plan.services, &table, &mut self.draining);
         let mut failed = self.apply(&mut ipvs, &mut table, &ops);
         let drained = self.drain(&mut ipvs)?;
         failed = failed.or(self.apply(&mut ipvs, &mut table, &drained));
-        self.change_addresses(&plan.vips, &have_vips, false)?;
+        let stale: Vec<IpAddr> = have_vips.difference(&plan.vips).copied().collect();
+        self.change_addresses(&stale, false)?;
         if let Some(e) = failed {
             return Err(e);
         }
-        let rules = match old_elems {
-            Some(_) => rules,
-            None => drift::rule_counts(&tx),
-        };
-        self.applied = Some(Applied {
-            table,
-            vips: plan.vips,
-            elements,
-            rules,
-        });
+        let scheduler = plan::scheduler(&self.settings.scheduler);
+        let mut applied = Applied::build(desired, scheduler, &plan, table, local);
+        applied.rules = drift::rule_counts(&tx);
+        self.applied = Some(applied);
         Ok(())
     }
 
-    /// Adds the missing VIPs (`add`), or deletes the stale ones, on kube-ipvs0: VIPs come
-    /// before their virtual servers' traffic, and go after them.
-    fn change_addresses(
-        &self,
-        want: &BTreeSet<IpAddr>,
-        have: &BTreeSet<IpAddr>,
-        add: bool,
-    ) -> Result<(), ModeError> {
-        let prefix = |ip: &IpAddr| (*ip, if ip.is_ipv4() { 32 } else { 128 });
-        let (list, op): (Vec<_>, &str) = match add {
+    /// Adds (`add`) or deletes `list` on kube-ipvs0: VIPs come before their virtual servers'
+    /// traffic, and go after them. One already there (or already gone) is fine.
+    fn change_addresses(&self, list: &[IpAddr], add: bool) -> Result<(), ModeError> {
+        let list: Vec<(IpAddr, u8)> = (list.iter())
+            .map(|ip| (*ip, if ip.is_ipv4() { 32 } else { 128 }))
+            .collect();
+        let rtnl = self.rtnl();
+        let (results, op) = match add {
             true => (
-                want.difference(have).map(prefix).collect(),
+                rtnl.add_addresses(DUMMY, &list),
                 "adding VIPs to kube-ipvs0",
             ),
             false => (
-                have.difference(want).map(prefix).collect(),
+                rtnl.delete_addresses(DUMMY, &list),
                 "deleting VIPs from kube-ipvs0",
             ),
         };
-        let rtnl = self.rtnl();
-        let results = match add {
-            true => rtnl.add_addresses(DUMMY, &list),
-            false => rtnl.delete_addresses(DUMMY, &list),
-        }
-        .map_err(|e| Self::kernel("changing kube-ipvs0's addresses", e))?;
+        let results = results.map_err(|e| Self::kernel(op, e))?;
         let fine = |r: &Result<(), kproxy_dataplane::rtnl::RtnlError>| match r {
             Ok(()) => true,
             Err(e) => (add && e.is_exists()) || (!add && e.is_not_found()),
         };
         match results.into_iter().find(|r| !fine(r)) {
-            Some(Err(e)) => Err(ModeError::kernel(
-                MODE,
-                if add { "adding VIPs to kube-ipvs0" } else { op },
-                e,
-            )),
+            Some(Err(e)) => Err(Self::kernel(op, e)),
             _ => Ok(()),
         }
     }
@@ -311,9 +319,9 @@ impl Mode for IpvsMode {
         desired: &DesiredState,
         changes: &ChangeSet,
     ) -> Result<SyncStats, SyncError> {
-        let full = changes.full || self.applied.is_none();
-        match self.sync_inner(desired, full) {
-            Ok(()) => Ok(SyncStats::of(desired, full)),
+        let full = changes.full || !(self.applied.as_ref()).is_some_and(|a| a.can_partial(desired));
+        match self.sync_inner(desired, changes) {
+            Ok(full) => Ok(SyncStats::of(desired, full)),
             Err(error) => {
                 self.applied = None;
                 Err(SyncError { full, error })

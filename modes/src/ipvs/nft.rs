@@ -309,12 +309,41 @@ fn no_endpoints(n: NoEndpoints) -> String {
     }
 }
 
+/// The elements one Service port needs (shared ones, a cluster IP of several ports, are
+/// reference-counted by the caller).
+pub fn elements_of_port(sp: &ServicePort) -> Vec<Elem> {
+    let mut out = BTreeSet::new();
+    port_elements(sp, &mut out);
+    out.into_iter().collect()
+}
+
+/// The element changes `deleted` (by key) then `added`, one statement per set.
+pub fn render_changes(deleted: &[(IpFamily, Elem)], added: &[(IpFamily, Elem)]) -> NftTransaction {
+    let mut tx = NftTransaction::new();
+    let mut gone: BTreeMap<(IpFamily, &str), Vec<String>> = BTreeMap::new();
+    for (fam, (set, key, _)) in deleted {
+        gone.entry((*fam, set)).or_default().push(key.clone());
+    }
+    for ((fam, set), keys) in gone {
+        tx.delete_elements(nft_family(fam), TABLE, set, &keys);
+    }
+    let mut new: BTreeMap<(IpFamily, &str), Vec<String>> = BTreeMap::new();
+    for (fam, (set, key, value)) in added {
+        new.entry((*fam, set)).or_default().push(text(key, value));
+    }
+    for ((fam, set), elems) in new {
+        tx.add_elements(nft_family(fam), TABLE, set, &elems);
+    }
+    tx
+}
+
 fn port_elements(sp: &ServicePort, out: &mut BTreeSet<Elem>) {
     let p = proto(sp.name.protocol);
     let key = |ip: &std::net::IpAddr| format!("{ip} . {p} . {}", sp.port);
     let mut add = |set, k: String, v: Option<String>| out.insert((set, k, v));
     add(CLUSTER_IPS, sp.cluster_ip.to_string(), None);
     for ip in sp.vips() {
+        add(VIP_ADDRS, ip.to_string(), None);
         add(VIP_PORTS, key(&ip), None);
     }
     if let Some(n) = sp.internal.when_empty {

@@ -36,11 +36,7 @@ pub fn plan(
     local: &BTreeMap<IpFamily, Vec<IpAddr>>,
 ) -> Plan {
     let mut out = Plan::default();
-    let scheduler = if scheduler.is_empty() {
-        DEFAULT_SCHEDULER
-    } else {
-        scheduler
-    };
+    let scheduler = self::scheduler(scheduler);
     for fam in &desired.families {
         for sp in fam.services.values() {
             out.vips.extend(sp.vips());
@@ -88,17 +84,24 @@ pub fn protocol(p: model::Protocol) -> Protocol {
     }
 }
 
-fn plan_port(out: &mut Plan, sp: &ServicePort, scheduler: &str, np_ips: &[IpAddr]) {
+/// One Service port's share of the plan: its virtual servers (with real servers) and VIPs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortPlan {
+    pub services: Vec<(Service, Vec<Destination>)>,
+    pub vips: Vec<IpAddr>,
+}
+
+/// The virtual servers of Service port `sp`; NodePorts on `np_ips`.
+pub fn port_plan(sp: &ServicePort, scheduler: &str, np_ips: &[IpAddr]) -> PortPlan {
     let proto = protocol(sp.name.protocol);
+    let mut out = PortPlan {
+        services: Vec::new(),
+        vips: sp.vips().collect(),
+    };
     let mut add = |addr: IpAddr, port: u16, eps: &[Endpoint]| {
         let mut svc = Service::new(addr, proto, port, scheduler);
         if let Some(a) = sp.session_affinity {
             svc = svc.persistent(a.timeout_seconds);
-        }
-        let key = svc.key();
-        if let Some(other) = out.owners.get(&key) {
-            tracing::warn!(service = %sp.name, other = %other, vip = %addr, port, "two Service ports claim one virtual server; the first keeps it");
-            return;
         }
         let mut dests: Vec<Destination> = eps
             .iter()
@@ -106,21 +109,41 @@ fn plan_port(out: &mut Plan, sp: &ServicePort, scheduler: &str, np_ips: &[IpAddr
             .collect();
         dests.sort_by_key(|d| (d.address, d.port));
         dests.dedup_by_key(|d| (d.address, d.port));
-        out.services.insert(key, (svc, dests));
-        out.owners.insert(key, sp.name.clone());
+        out.services.push((svc, dests));
     };
     add(sp.cluster_ip, sp.port, sp.internal_endpoints());
-    if sp.external.is_none() {
-        return;
-    }
-    let ext = sp.external_endpoints();
-    for ip in sp.external_ips.iter().chain(&sp.load_balancer_ips) {
-        add(*ip, sp.port, ext);
-    }
-    if let Some(np) = sp.node_port {
-        let family = IpFamily::of(&sp.cluster_ip);
-        for ip in np_ips.iter().filter(|ip| IpFamily::of(ip) == family) {
-            add(*ip, np, ext);
+    if sp.external.is_some() {
+        let ext = sp.external_endpoints();
+        for ip in sp.external_ips.iter().chain(&sp.load_balancer_ips) {
+            add(*ip, sp.port, ext);
         }
+        if let Some(np) = sp.node_port {
+            let family = IpFamily::of(&sp.cluster_ip);
+            for ip in np_ips.iter().filter(|ip| IpFamily::of(ip) == family) {
+                add(*ip, np, ext);
+            }
+        }
+    }
+    out
+}
+
+fn plan_port(out: &mut Plan, sp: &ServicePort, scheduler: &str, np_ips: &[IpAddr]) {
+    for (svc, dests) in port_plan(sp, scheduler, np_ips).services {
+        let key = svc.key();
+        if let Some(other) = out.owners.get(&key) {
+            tracing::warn!(service = %sp.name, other = %other, vip = %key.address, port = key.port, "two Service ports claim one virtual server; the first keeps it");
+            continue;
+        }
+        out.services.insert(key, (svc, dests));
+        out.owners.insert(key, sp.name.clone());
+    }
+}
+
+/// The scheduler to use: `configured`, or upstream's default when empty.
+pub fn scheduler(configured: &str) -> &str {
+    if configured.is_empty() {
+        DEFAULT_SCHEDULER
+    } else {
+        configured
     }
 }
