@@ -11,6 +11,7 @@ mod diff;
 mod drift;
 pub mod nft;
 mod node;
+mod own;
 pub mod plan;
 pub mod state;
 #[cfg(test)]
@@ -23,7 +24,7 @@ use std::{
 };
 
 use kproxy_dataplane::{
-    ipvs::{Ipvs, IpvsError, IpvsTable, Op, Service, ServiceKey},
+    ipvs::{Ipvs, IpvsTable, Op, ServiceKey},
     netns::Netns,
     nft::{Exec, NftClient},
     rtnl::Rtnl,
@@ -31,7 +32,6 @@ use kproxy_dataplane::{
 
 use self::{
     diff::{Draining, Table},
-    plan::Plan,
     state::Applied,
 };
 use crate::{
@@ -43,6 +43,10 @@ use crate::{
 pub use node::DUMMY;
 
 const MODE: &str = "ipvs";
+
+/// A full sync (which lists the kernel) at least this often, as the nftables mode: what the
+/// cheap drift check cannot see (a real server deleted by someone else) is restored within it.
+const FULL_SYNC_PERIOD: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The registry's constructor.
 pub fn build(settings: &ModeSettings) -> Box<dyn Mode> {
@@ -62,6 +66,8 @@ pub struct IpvsMode {
     applied: Option<Applied>,
     draining: BTreeSet<Draining>,
     failed_ops: u64,
+    /// When the last full sync succeeded: one is forced every [`FULL_SYNC_PERIOD`].
+    last_full: Option<tokio::time::Instant>,
 }
 
 impl IpvsMode {
@@ -73,6 +79,7 @@ impl IpvsMode {
             applied: None,
             draining: BTreeSet::new(),
             failed_ops: 0,
+            last_full: None,
         }
     }
 
@@ -107,63 +114,6 @@ impl IpvsMode {
         }
         local.values_mut().for_each(|v| v.sort_unstable());
         Ok((local, vips))
-    }
-
-    /// The NodePort virtual servers our nftables tables say kproxy made (node-port addresses x
-    /// NodePorts): ours after a restart, when nothing is cached.
-    fn own_node_ports(&self) -> Result<BTreeSet<ServiceKey>, ModeError> {
-        let tables = view::read_tables(self)?;
-        let servers = tables
-            .iter()
-            .flat_map(|t| t.nodeport_servers().collect::<Vec<_>>());
-        Ok(servers
-            .map(|(ip, p, port)| {
-                let svc = Service::new(ip, plan::protocol(p), port, "");
-                svc.key()
-            })
-            .collect())
-    }
-
-    /// Ours among the kernel's virtual servers: on a VIP or node-port address kproxy uses or
-    /// kube-ipvs0 holds, and outside excludeCIDRs (those are someone else's, never touched).
-    fn listed(
-        &self,
-        ipvs: &mut Ipvs,
-        plan: &Plan,
-        vips: &BTreeSet<IpAddr>,
-    ) -> Result<Table, ModeError> {
-        let np: BTreeSet<&IpAddr> = plan.nodeport_ips.values().flatten().collect();
-        let made = self.own_node_ports()?;
-        // A node address's virtual servers are ours when our table says we made them, or the
-        // plan wants them (never another NodePort-looking one of someone else's).
-        let ours = |k: &ServiceKey| {
-            k.fwmark == 0
-                && (vips.contains(&k.address)
-                    || plan.vips.contains(&k.address)
-                    || made.contains(k)
-                    || (np.contains(&k.address) && plan.services.contains_key(k)))
-                && !self
-                    .settings
-                    .exclude_cidrs
-                    .iter()
-                    .any(|c| c.contains(&k.address))
-        };
-        let listed = ipvs
-            .list_services()
-            .map_err(|e| Self::kernel("listing virtual servers", e))?;
-        let mut table = Table::new();
-        for svc in listed.into_iter().filter(|s| ours(&s.key())) {
-            let key = svc.key();
-            // Servers matter only where the service stays; others are deleted whole.
-            let dests = match plan.services.contains_key(&key) {
-                true => ipvs
-                    .list_servers(&key)
-                    .map_err(|e| Self::kernel("listing real servers", e))?,
-                false => Vec::new(),
-            };
-            table.insert(key, (svc, dests));
-        }
-        Ok(table)
     }
 
     fn sync_inner(
@@ -319,9 +269,17 @@ impl Mode for IpvsMode {
         desired: &DesiredState,
         changes: &ChangeSet,
     ) -> Result<SyncStats, SyncError> {
+        if (self.last_full).is_some_and(|t| t.elapsed() >= FULL_SYNC_PERIOD) {
+            self.applied = None;
+        }
         let full = changes.full || !(self.applied.as_ref()).is_some_and(|a| a.can_partial(desired));
         match self.sync_inner(desired, changes) {
-            Ok(full) => Ok(SyncStats::of(desired, full)),
+            Ok(full) => {
+                if full {
+                    self.last_full = Some(tokio::time::Instant::now());
+                }
+                Ok(SyncStats::of(desired, full))
+            }
             Err(error) => {
                 self.applied = None;
                 Err(SyncError { full, error })
@@ -347,7 +305,7 @@ impl Mode for IpvsMode {
     fn cleanup(&mut self) -> Result<Vec<String>, ModeError> {
         self.applied = None;
         self.draining.clear();
-        cleanup(self)
+        own::cleanup(self)
     }
 
     fn counters(&self) -> Vec<Counter> {
@@ -357,47 +315,4 @@ impl Mode for IpvsMode {
             value: self.failed_ops,
         }]
     }
-}
-
-/// Deletes our virtual servers (those on kube-ipvs0's addresses, outside excludeCIDRs),
-/// kube-ipvs0 and our nftables tables. Nothing when the kernel has no IPVS.
-fn cleanup(mode: &IpvsMode) -> Result<Vec<String>, ModeError> {
-    let mut removed = Vec::new();
-    let (_, vips) = mode.addresses()?;
-    let node_ports = mode.own_node_ports()?;
-    match Ipvs::open(&mode.netns) {
-        Ok(mut ipvs) => {
-            let listed = ipvs
-                .list_services()
-                .map_err(|e| IpvsMode::kernel("listing virtual servers", e))?;
-            let ours: Vec<Op> = listed
-                .iter()
-                .map(|s| s.key())
-                .filter(|k| k.fwmark == 0 && (vips.contains(&k.address) || node_ports.contains(k)))
-                .filter(|k| {
-                    !mode
-                        .settings
-                        .exclude_cidrs
-                        .iter()
-                        .any(|c| c.contains(&k.address))
-                })
-                .map(Op::DeleteService)
-                .collect();
-            if let Some(Err(e)) = ipvs.apply(&ours).into_iter().find(Result::is_err) {
-                return Err(IpvsMode::kernel("deleting virtual servers", e));
-            }
-            if !ours.is_empty() {
-                removed.push(format!("{} IPVS virtual servers", ours.len()));
-            }
-        }
-        Err(IpvsError::Unavailable) => {}
-        Err(e) => return Err(IpvsMode::kernel("opening IPVS", e)),
-    }
-    match mode.rtnl().delete_link(DUMMY) {
-        Ok(()) => removed.push(format!("link {DUMMY}")),
-        Err(e) if e.is_not_found() => {}
-        Err(e) => return Err(IpvsMode::kernel("deleting kube-ipvs0", e)),
-    }
-    removed.extend(drift::delete_tables(&mode.nft)?);
-    Ok(removed)
 }
