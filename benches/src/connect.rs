@@ -63,7 +63,7 @@ fn rounds(vip: SocketAddr, direct: SocketAddr, n: u32) -> Result<(Vec<Duration>,
     Ok((c, d))
 }
 
-pub async fn run(sizes: &[u32], connections: u32) -> Result<Vec<ConnectRow>> {
+pub async fn run(sizes: &[u32], connections: u32, mode: &str) -> Result<Vec<ConnectRow>> {
     let node_ip: IpAddr = objects::NODE_IP.parse()?;
     let mut bed = TestBed::new(&[node_ip]).await?;
     bed.add_pod(CLIENT.into()).await?;
@@ -75,7 +75,12 @@ pub async fn run(sizes: &[u32], connections: u32) -> Result<Vec<ConnectRow>> {
         netns: Some(bed.node.name().to_owned()),
         ..ModeSettings::default()
     };
-    let mut mode = registry::build("nftables", &settings)?;
+    let mut mode = registry::build(mode, &settings)?;
+    let ctx = kproxy_modes::ModeContext {
+        runtime: tokio::runtime::Handle::current(),
+        drift: Default::default(),
+    };
+    mode.start(&ctx)?;
     let mut out = Vec::new();
     for &n in sizes {
         // The probed Service is the last one; its only endpoint is the server. Every other

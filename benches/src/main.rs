@@ -5,6 +5,7 @@
 
 use kproxy_test_apiserver as apiserver;
 mod connect;
+mod ipvs;
 mod latency;
 mod measure;
 mod objects;
@@ -90,7 +91,23 @@ enum Cmd {
         sizes: Vec<u32>,
         #[arg(long, default_value_t = 5000)]
         connections: u32,
+        /// The mode whose data path is measured.
+        #[arg(long, default_value = "nftables")]
+        mode: String,
     },
+    /// Every ipvs-mode benchmark (scripts/bench-ipvs, in the VM); Markdown on stdout.
+    IpvsAll {
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
+        sizes: Vec<u32>,
+        #[arg(long, value_delimiter = ',', default_value = "10,10000")]
+        connect_sizes: Vec<u32>,
+        #[arg(long, default_value_t = 2000)]
+        connections: u32,
+    },
+    /// One ipvs-mode full sync, changes and the ipvsadm baseline; JSON on stdout.
+    Ipvs { services: u32, endpoints: u32 },
+    /// The pure part of one changed Service's ipvs sync (no kernel); JSON on stdout.
+    IpvsPure { services: u32, endpoints: u32 },
 }
 
 /// The sizes of one run.
@@ -286,9 +303,34 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
-        Cmd::Connect { sizes, connections } => {
-            let rows = runtime()?.block_on(connect::run(&sizes, connections))?;
+        Cmd::Connect {
+            sizes,
+            connections,
+            mode,
+        } => {
+            let rows = runtime()?.block_on(connect::run(&sizes, connections, &mode))?;
             println!("{}", serde_json::to_string(&rows)?);
+            Ok(())
+        }
+        Cmd::IpvsAll {
+            sizes,
+            connect_sizes,
+            connections,
+        } => ipvs::all(&sizes, &connect_sizes, connections),
+        Cmd::Ipvs {
+            services,
+            endpoints,
+        } => {
+            let r = ipvs::run(services, endpoints)?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Cmd::IpvsPure {
+            services,
+            endpoints,
+        } => {
+            let r = ipvs::pure(services, endpoints)?;
+            println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
     }

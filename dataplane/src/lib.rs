@@ -4,6 +4,7 @@ pub mod addrs;
 mod child;
 pub mod conntrack;
 pub mod iptables;
+pub mod ipvs;
 pub mod netlink;
 pub mod netns;
 pub mod nft;

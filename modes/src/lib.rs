@@ -7,6 +7,7 @@
 pub mod conntrack;
 pub mod error;
 pub mod iptables;
+pub mod ipvs;
 pub mod leftovers;
 mod mode;
 pub mod model;

@@ -4,7 +4,7 @@
 
 pub use kproxy_dataplane::iptables::Backend;
 
-use crate::{Mode, ModeError, iptables, nftables, userspace};
+use crate::{Mode, ModeError, iptables, ipvs, nftables, userspace};
 
 /// Settings every mode's constructor gets. Mode-only settings belong in a field of their own
 /// here, read by that mode alone, never in the shared node settings of the desired state.
@@ -63,6 +63,10 @@ pub const MODES: &[Registration] = &[
         name: "userspace",
         build: userspace::build,
     },
+    Registration {
+        name: "ipvs",
+        build: ipvs::build,
+    },
 ];
 
 /// The names of the modes this build has.
@@ -118,7 +122,10 @@ pub fn clear_node_for(active: &str, settings: &ModeSettings) -> Cleared {
             Err(e) => out.failed.push(format!("kproxy {} mode: {e}", m.name)),
         }
     }
-    let upstream = crate::leftovers::remove_upstream_leftovers(settings.netns.as_deref());
+    let upstream = crate::leftovers::remove_upstream_leftovers_but(
+        settings.netns.as_deref(),
+        active == "ipvs",
+    );
     out.removed.extend(
         upstream
             .removed

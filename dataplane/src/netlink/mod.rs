@@ -44,6 +44,10 @@ const RECV_BUF: usize = 64 * 1024;
 /// then reports the error, and the next call opens a new socket).
 pub const RECV_TIMEOUT_SECS: i64 = 10;
 
+/// Requests [`NetlinkSocket::request_batch`] leaves unanswered at most: their acknowledgements
+/// (about 1 KiB of socket buffer each) must fit the default receive buffer (208 KiB).
+pub const BATCH_WINDOW: usize = 128;
+
 /// A failed netlink exchange. Cloneable (`Arc`) because one failed socket or dump fails every
 /// request that needed it, and each caller reports it.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -150,21 +154,11 @@ impl NetlinkSocket {
         seq: u32,
         mut visit: impl FnMut(&[u8]),
     ) -> Result<(), NetlinkError> {
-        let n = retry_interrupted(|| {
-            self.buf.clear();
-            self.socket.recv(&mut self.buf, MSG_TRUNC)
+        self.recv_any(op, |s, bytes| {
+            if s == seq {
+                visit(bytes)
+            }
         })
-        .map_err(|e| recv_error(op, e))?;
-        if n > self.buf.len() {
-            let message = format!("a {n}-byte datagram did not fit in {RECV_BUF} bytes");
-            return Err(NetlinkError::Decode { op, message });
-        }
-        let messages =
-            split_messages(&self.buf).map_err(|message| NetlinkError::Decode { op, message })?;
-        for (_, bytes) in messages.into_iter().filter(|(s, _)| *s == seq) {
-            visit(bytes);
-        }
-        Ok(())
     }
 
     /// Sends `msg` as a request and passes each message of the answer to `visit`, until the
@@ -195,6 +189,81 @@ impl NetlinkSocket {
             })?;
         }
         end.expect("the loop ends with an answer")
+    }
+}
+
+impl NetlinkSocket {
+    /// Sends `msgs` as acknowledged requests, at most [`BATCH_WINDOW`] unanswered at a time,
+    /// and returns each one's outcome in order: one round trip per window instead of one per
+    /// request (what `ip -batch` and `ipvsadm --restore` would need thousands of). A failed
+    /// request does not stop the others; a socket that fails fails every unanswered one.
+    pub fn request_batch<T>(
+        &mut self,
+        op: &'static str,
+        msgs: impl IntoIterator<Item = NetlinkMessage<T>>,
+    ) -> Vec<Result<(), NetlinkError>>
+    where
+        T: NetlinkSerializable + NetlinkDeserializable,
+    {
+        let mut results: Vec<Option<Result<(), NetlinkError>>> = Vec::new();
+        let mut waiting: std::collections::HashMap<u32, usize> = Default::default();
+        let mut msgs = msgs.into_iter().peekable();
+        while msgs.peek().is_some() || !waiting.is_empty() {
+            while waiting.len() < BATCH_WINDOW
+                && let Some(mut msg) = msgs.next()
+            {
+                msg.header.flags |= NLM_F_REQUEST | NLM_F_ACK;
+                let i = results.len();
+                match self.send(op, msg) {
+                    Ok(seq) => {
+                        waiting.insert(seq, i);
+                        results.push(None);
+                    }
+                    Err(e) => results.push(Some(Err(e))),
+                }
+            }
+            if waiting.is_empty() {
+                continue;
+            }
+            let received = self.recv_any(op, |seq, bytes| {
+                if let Some(i) = waiting.remove(&seq) {
+                    let end = answer::<T>(op, bytes, &mut drop);
+                    results[i] = Some(end.unwrap_or(Ok(())));
+                }
+            });
+            if let Err(e) = received {
+                for r in results.iter_mut().filter(|r| r.is_none()) {
+                    *r = Some(Err(e.clone()));
+                }
+                results.extend(msgs.map(|_| Some(Err(e.clone()))));
+                break;
+            }
+        }
+        results.into_iter().map(|r| r.expect("answered")).collect()
+    }
+
+    /// Reads the next datagram and passes each message in it to `visit` with its sequence
+    /// number.
+    fn recv_any(
+        &mut self,
+        op: &'static str,
+        mut visit: impl FnMut(u32, &[u8]),
+    ) -> Result<(), NetlinkError> {
+        let n = retry_interrupted(|| {
+            self.buf.clear();
+            self.socket.recv(&mut self.buf, MSG_TRUNC)
+        })
+        .map_err(|e| recv_error(op, e))?;
+        if n > self.buf.len() {
+            let message = format!("a {n}-byte datagram did not fit in {RECV_BUF} bytes");
+            return Err(NetlinkError::Decode { op, message });
+        }
+        let messages =
+            split_messages(&self.buf).map_err(|message| NetlinkError::Decode { op, message })?;
+        for (seq, bytes) in messages {
+            visit(seq, bytes);
+        }
+        Ok(())
     }
 }
 

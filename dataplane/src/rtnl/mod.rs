@@ -174,6 +174,53 @@ impl Rtnl {
         self.on_link("delete address", name, messages::del_address(&a), drop)
     }
 
+    /// Adds each of `addrs` (with its prefix length) to link `name` over one socket, pipelined
+    /// (see [`NetlinkSocket::request_batch`]): thousands of VIPs in a few round trips, where
+    /// one call each would open a socket and look the link up each time. Each address's
+    /// outcome, in order ([`RtnlError::is_exists`] for one already there).
+    pub fn add_addresses(
+        &self,
+        name: &str,
+        addrs: &[(IpAddr, u8)],
+    ) -> Result<Vec<Result<(), RtnlError>>, RtnlError> {
+        self.address_batch("add addresses", name, addrs, messages::new_address)
+    }
+
+    /// Removes each of `addrs` from link `name`, like [`Rtnl::add_addresses`].
+    pub fn delete_addresses(
+        &self,
+        name: &str,
+        addrs: &[(IpAddr, u8)],
+    ) -> Result<Vec<Result<(), RtnlError>>, RtnlError> {
+        self.address_batch("delete addresses", name, addrs, messages::del_address)
+    }
+
+    fn address_batch(
+        &self,
+        op: &'static str,
+        name: &str,
+        addrs: &[(IpAddr, u8)],
+        build: fn(&LinkAddress) -> netlink_packet_core::NetlinkMessage<RouteNetlinkMessage>,
+    ) -> Result<Vec<Result<(), RtnlError>>, RtnlError> {
+        if addrs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let index = self.link(name)?.index;
+        let msgs = addrs.iter().map(|&(addr, prefix_len)| {
+            build(&LinkAddress {
+                index,
+                addr,
+                prefix_len,
+            })
+        });
+        let results = self.socket()?.request_batch(op, msgs);
+        let link = |source| RtnlError::Link {
+            link: name.to_owned(),
+            source,
+        };
+        Ok(results.into_iter().map(|r| r.map_err(link)).collect())
+    }
+
     /// An address request names its link by index: look it up.
     fn on(&self, name: &str, addr: IpAddr, prefix_len: u8) -> Result<LinkAddress, RtnlError> {
         let index = self.link(name)?.index;

@@ -82,10 +82,19 @@ pub struct Leftovers {
 /// Removes upstream kube-proxy's leftovers from the host (`netns` `None`) or from a named
 /// network namespace, logging each removal (info) and each failure (warn).
 pub fn remove_upstream_leftovers(netns: Option<&str>) -> Leftovers {
+    remove_upstream_leftovers_but(netns, false)
+}
+
+/// [`remove_upstream_leftovers`], leaving `kube-ipvs0` and its virtual servers when
+/// `keep_ipvs`: kproxy's ipvs mode takes them over (its first sync keeps what it wants, so
+/// connections survive a migration from upstream's ipvs mode, and a restart).
+pub fn remove_upstream_leftovers_but(netns: Option<&str>, keep_ipvs: bool) -> Leftovers {
     let mut out = Leftovers::default();
     nftables::remove(netns, &mut out);
     iptables::remove(netns, &mut out);
-    ipvs::remove(netns, &mut out);
+    if !keep_ipvs {
+        ipvs::remove(netns, &mut out);
+    }
     for removed in &out.removed {
         tracing::info!(%removed, "removed upstream kube-proxy leftover");
     }
