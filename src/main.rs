@@ -91,6 +91,7 @@ fn agent_main(cli: Cli) -> Result<()> {
     // The mode is chosen before anything on the node changes: an unavailable one is
     // refused with the node as it was.
     let mode = registry::build(&cfg.proxy_mode().to_string(), &settings)?;
+    mode.preflight()?;
     // Then one agent per network namespace, still before anything changes; held until exit.
     let _lock = kproxy::setup::lock::acquire()
         .map(Some)

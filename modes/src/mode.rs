@@ -107,6 +107,13 @@ pub trait Mode: Send {
     /// The `--proxy-mode` value.
     fn name(&self) -> &'static str;
 
+    /// Whether this node can run the mode (kernel features, tools), read without changing
+    /// anything: called before any node set-up, so an unavailable mode leaves the node as it
+    /// was. `start` may check again.
+    fn preflight(&self) -> Result<(), ModeError> {
+        Ok(())
+    }
+
     /// Node set-up this mode needs (sysctls, links) and its tasks, once before the first sync.
     fn start(&mut self, _ctx: &ModeContext) -> Result<(), ModeError> {
         Ok(())

@@ -180,21 +180,27 @@ impl Mode for IptablesMode {
         MODE
     }
 
+    fn preflight(&self) -> Result<(), ModeError> {
+        if self.tools(IpFamily::V4).is_installed() {
+            return Ok(());
+        }
+        Err(ModeError::Unavailable {
+            mode: MODE,
+            reason: format!(
+                "the {} backend's tools ({}) are not installed",
+                self.backend(),
+                self.tools(IpFamily::V4).program("restore")
+            ),
+        })
+    }
+
     fn start(&mut self, _ctx: &ModeContext) -> Result<(), ModeError> {
+        self.preflight()?;
         let backend = self.backend();
         let how = match self.settings.backend {
             Some(_) => "forced by --iptables-backend",
             None => "detected: the backend holding more rules, nft on a tie",
         };
-        if !self.tools(IpFamily::V4).is_installed() {
-            return Err(ModeError::Unavailable {
-                mode: MODE,
-                reason: format!(
-                    "the {backend} backend's tools ({}) are not installed",
-                    self.tools(IpFamily::V4).program("restore")
-                ),
-            });
-        }
         tracing::info!(%backend, how, "iptables mode: using this iptables backend");
         self.drop_invalid = !apply::tcp_be_liberal(self.netns.as_deref());
         Ok(())

@@ -260,6 +260,10 @@ impl Mode for IpvsMode {
         MODE
     }
 
+    fn preflight(&self) -> Result<(), ModeError> {
+        node::open(&self.netns).map(drop)
+    }
+
     fn start(&mut self, _ctx: &ModeContext) -> Result<(), ModeError> {
         node::start(&self.netns, &self.settings)
     }

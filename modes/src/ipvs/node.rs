@@ -43,12 +43,17 @@ const STRICT_ARP: [(&str, i64); 2] = [
     ("net/ipv4/conf/all/arp_announce", 2),
 ];
 
-/// Checks the kernel and prepares the node; an error says what is missing.
-pub fn start(netns: &Netns, settings: &IpvsSettings) -> Result<(), ModeError> {
-    let mut ipvs = Ipvs::open(netns).map_err(|e| match e {
+/// The kernel's IPVS, or an error naming the module to load.
+pub fn open(netns: &Netns) -> Result<Ipvs, ModeError> {
+    Ipvs::open(netns).map_err(|e| match e {
         IpvsError::Unavailable => unavailable("the kernel has no IPVS: load kernel module ip_vs"),
         e => ModeError::kernel(MODE, "opening IPVS", e),
-    })?;
+    })
+}
+
+/// Checks the kernel and prepares the node; an error says what is missing.
+pub fn start(netns: &Netns, settings: &IpvsSettings) -> Result<(), ModeError> {
+    let mut ipvs = open(netns)?;
     probe_scheduler(&mut ipvs, &settings.scheduler)?;
     set_sysctls(netns, settings.strict_arp)?;
     let t = Timeouts {
