@@ -1,6 +1,6 @@
 //! Benchmark (c): first-packet TCP connect latency through a ClusterIP, against a direct connect to
 //! the same endpoint in the same run. Topology (kproxy-testbed): client pod netns -> node netns
-//! (kproxy's table, loaded by the nftables mode from the tracker's state) -> endpoint pod netns.
+//! (kproxy's rules, loaded by the mode under test from the tracker's state) -> endpoint pod netns.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
@@ -12,7 +12,7 @@ use kproxy::{
     desired::{DetectLocal, ProxyOptions},
     tracker::Tracker,
 };
-use kproxy_modes::registry::{self, ModeSettings};
+use kproxy_modes::Mode;
 use kproxy_testbed::{Proto, TestBed, Where};
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,9 @@ pub struct ConnectRow {
     pub cluster_p99_us: f64,
     pub direct_p50_us: f64,
     pub direct_p99_us: f64,
+    /// Where the probed Service's dispatch rule sits, when the mode can say (iptables).
+    #[serde(default)]
+    pub probed: Option<String>,
 }
 
 /// One blocking connect, timed to its completion (the SYN-ACK), then closed.
@@ -63,7 +66,15 @@ fn rounds(vip: SocketAddr, direct: SocketAddr, n: u32) -> Result<(Vec<Duration>,
     Ok((c, d))
 }
 
-pub async fn run(sizes: &[u32], connections: u32) -> Result<Vec<ConnectRow>> {
+/// Connects through the mode `build` makes for the node namespace (named by its argument), at
+/// each size; `where_probed(node namespace, cluster IP)` describes where the probed Service's
+/// rule sits, for modes whose dispatch is a list.
+pub async fn run(
+    sizes: &[u32],
+    connections: u32,
+    build: impl FnOnce(&str) -> Result<Box<dyn Mode>>,
+    where_probed: impl Fn(&str, Ipv4Addr) -> Option<String>,
+) -> Result<Vec<ConnectRow>> {
     let node_ip: IpAddr = objects::NODE_IP.parse()?;
     let mut bed = TestBed::new(&[node_ip]).await?;
     bed.add_pod(CLIENT.into()).await?;
@@ -71,11 +82,7 @@ pub async fn run(sizes: &[u32], connections: u32) -> Result<Vec<ConnectRow>> {
     let server = SocketAddr::new(SERVER.into(), 8080);
     bed.serve(Where::Pod(SERVER.into()), Proto::Tcp, server, None)
         .await?;
-    let settings = ModeSettings {
-        netns: Some(bed.node.name().to_owned()),
-        ..ModeSettings::default()
-    };
-    let mut mode = registry::build("nftables", &settings)?;
+    let mut mode = build(bed.node.name())?;
     let mut out = Vec::new();
     for &n in sizes {
         // The probed Service is the last one; its only endpoint is the server. Every other
@@ -111,6 +118,7 @@ pub async fn run(sizes: &[u32], connections: u32) -> Result<Vec<ConnectRow>> {
             cluster_p99_us: us(percentile(&mut c, 99)),
             direct_p50_us: us(percentile(&mut d, 50)),
             direct_p99_us: us(percentile(&mut d, 99)),
+            probed: where_probed(bed.node.name(), objects::cluster_ip(probed)),
         };
         eprintln!("connect: {row:?}");
         out.push(row);
