@@ -155,6 +155,29 @@ async fn each_mode_exports_its_own_failure_counters() {
 }
 
 #[tokio::test]
+async fn a_modes_gauges_are_families_under_upstreams_names() {
+    let m = Arc::new(Metrics::new(ProxyMode::Iptables, WallClock::new()));
+    let gauge = |name, table: &str, value| kproxy_modes::Gauge {
+        name,
+        help: "h",
+        label: ("table", table.to_owned()),
+        value,
+    };
+    m.observe_mode_gauges(vec![
+        gauge("kubeproxy_sync_proxy_rules_iptables_total", "nat", 12),
+        gauge("kubeproxy_sync_proxy_rules_iptables_total", "filter", 3),
+        gauge("kubeproxy_sync_proxy_rules_iptables_last", "nat", 5),
+    ]);
+    let addr = serve(&m, &KubeProxyConfiguration::default()).await;
+    let text = get(addr, "/metrics").await.unwrap().body;
+    let l = lines(&text);
+    assert!(l.contains(&r#"kubeproxy_sync_proxy_rules_iptables_total{table="nat"} 12"#));
+    assert!(l.contains(&r#"kubeproxy_sync_proxy_rules_iptables_total{table="filter"} 3"#));
+    assert!(l.contains(&r#"kubeproxy_sync_proxy_rules_iptables_last{table="nat"} 5"#));
+    assert!(l.contains(&"# TYPE kubeproxy_sync_proxy_rules_iptables_total gauge"));
+}
+
+#[tokio::test]
 async fn the_metrics_server_serves_proxy_mode_configz_and_healthz() {
     let cfg = KubeProxyConfiguration {
         mode: "nftables".into(),

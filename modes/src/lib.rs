@@ -17,4 +17,4 @@ pub mod testing;
 pub mod view;
 
 pub use error::ModeError;
-pub use mode::{Counter, Drift, Mode, ModeContext, SyncError, SyncStats};
+pub use mode::{Counter, Drift, Gauge, Mode, ModeContext, SyncError, SyncStats};

@@ -79,6 +79,19 @@ pub struct Counter {
     pub value: u64,
 }
 
+/// A gauge a mode keeps for `/metrics` under a name of upstream's (e.g. iptables mode's
+/// `kubeproxy_sync_proxy_rules_iptables_total{table="nat"}`); gauges of one name form one
+/// family, told apart by their label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gauge {
+    /// The full metric name.
+    pub name: &'static str,
+    pub help: &'static str,
+    /// One label: its name and value.
+    pub label: (&'static str, String),
+    pub value: i64,
+}
+
 /// What the agent hands a mode at start.
 #[derive(Clone)]
 pub struct ModeContext {
@@ -133,6 +146,11 @@ pub trait Mode: Send {
 
     /// The mode's own counters for `/metrics`.
     fn counters(&self) -> Vec<Counter> {
+        Vec::new()
+    }
+
+    /// The mode's own gauges for `/metrics`, as of the last sync.
+    fn gauges(&self) -> Vec<Gauge> {
         Vec::new()
     }
 }

@@ -5,7 +5,10 @@
 use std::path::PathBuf;
 
 use kproxy_modes::{
-    iptables::render::{self, input::restore_input},
+    iptables::{
+        existing::Existing,
+        render::{self, input::restore_input},
+    },
     model::{ChangeSet, DesiredState},
     testing::fixtures,
 };
@@ -19,11 +22,19 @@ fn golden(name: &str, text: &str) {
 
 /// Each family's input, headed by the tool that reads it.
 fn full_sync_text(desired: &DesiredState) -> String {
-    let r = render::render(desired, &ChangeSet::full(), None, true);
+    let options = render::Options {
+        localhost_node_ports: true,
+        drop_invalid: true,
+    };
+    let r = render::render(desired, &ChangeSet::full(), None, options);
     assert!(r.full);
     r.families
         .iter()
-        .map(|w| format!("# {:?}\n{}", w.family, restore_input(w, Some(&[]))))
+        .map(|w| {
+            let inputs = restore_input(w, Some(&Existing::default()));
+            let text: String = inputs.iter().map(ToString::to_string).collect();
+            format!("# {:?}\n{text}", w.family)
+        })
         .collect()
 }
 

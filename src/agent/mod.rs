@@ -163,6 +163,7 @@ async fn sync_once(
     s.not_before = Instant::now() + periods.min_sync;
     s.next_periodic = Instant::now() + periods.sync;
     observer.mode_counters(mode.counters());
+    observer.mode_gauges(mode.gauges());
     observer.refused(mode.refused());
     match result {
         Ok(stats) => {

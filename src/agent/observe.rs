@@ -195,6 +195,12 @@ impl Observer {
         }
     }
 
+    pub fn mode_gauges(&mut self, gauges: Vec<kproxy_modes::Gauge>) {
+        if let Some(m) = &self.metrics {
+            m.observe_mode_gauges(gauges);
+        }
+    }
+
     /// Closes the Service health-check ports (agent shutdown).
     pub async fn shutdown(&mut self) {
         if let Some(s) = &mut self.services {

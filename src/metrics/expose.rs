@@ -6,7 +6,7 @@ use std::sync::Arc;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{counter::Counter, family::Family},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
 };
 
 use super::{Labels, Metrics};
@@ -55,6 +55,24 @@ fn mode_counter_family(m: &Metrics) -> Family<Labels, Counter> {
         family.get_or_create(&labels).inc_by(c.value);
     }
     family
+}
+
+/// The mode's gauges, one family per metric name (in the order the mode lists them).
+fn mode_gauge_families(m: &Metrics) -> Vec<(&'static str, &'static str, Family<Labels, Gauge>)> {
+    let gauges = m.mode_gauges.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out: Vec<(&'static str, &'static str, Family<Labels, Gauge>)> = Vec::new();
+    for g in gauges.iter() {
+        let at = match out.iter().position(|(name, ..)| *name == g.name) {
+            Some(at) => at,
+            None => {
+                out.push((g.name, g.help, Family::default()));
+                out.len() - 1
+            }
+        };
+        let labels = vec![(g.label.0.to_owned(), g.label.1.clone())];
+        out[at].2.get_or_create(&labels).set(g.value);
+    }
+    out
 }
 
 impl Collector for Collect {
@@ -188,8 +206,11 @@ impl Collector for Collect {
             "The proxy mode's own cumulative counters, by counter name".into(),
             &mode_counter_family(m),
         )?;
+        for (name, help, family) in mode_gauge_families(m) {
+            put(name, alpha(help), &family)?;
+        }
         if let Some(n) = &m.manifest_files_failing {
-            let g = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+            let g = Gauge::<i64>::default();
             g.set(n.load(std::sync::atomic::Ordering::Relaxed) as i64);
             put(
                 "kproxy_manifest_files_failing",

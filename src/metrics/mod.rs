@@ -63,6 +63,8 @@ pub struct Metrics {
     pub(crate) drift: Family<Labels, Counter>,
     /// The mode's own counters as of the last sync.
     pub(crate) mode_counters: std::sync::Mutex<Vec<kproxy_modes::Counter>>,
+    /// The mode's own gauges as of the last sync.
+    pub(crate) mode_gauges: std::sync::Mutex<Vec<kproxy_modes::Gauge>>,
     pub(crate) health: Option<Arc<ProxyHealth>>,
     pub(crate) healthcheck_failures: Option<Arc<AtomicU64>>,
     /// Manifest files that currently fail to parse (the manifest source keeps it).
@@ -106,6 +108,7 @@ impl Metrics {
             skipped: Default::default(),
             drift: Default::default(),
             mode_counters: Default::default(),
+            mode_gauges: Default::default(),
             health: None,
             healthcheck_failures: None,
             manifest_files_failing: None,
@@ -222,6 +225,10 @@ impl Metrics {
     /// The mode's counters now (cumulative values the mode keeps).
     pub fn observe_mode_counters(&self, counters: Vec<kproxy_modes::Counter>) {
         *self.mode_counters.lock().unwrap_or_else(|e| e.into_inner()) = counters;
+    }
+
+    pub fn observe_mode_gauges(&self, gauges: Vec<kproxy_modes::Gauge>) {
+        *self.mode_gauges.lock().unwrap_or_else(|e| e.into_inner()) = gauges;
     }
 
     /// The registry `/metrics` encodes.

@@ -4,6 +4,10 @@
 //! With `--noflush` a table is changed only where the text says so: a `:CHAIN - [0:0]` line
 //! creates the chain, or empties it if it exists; rules are added with `-A`, removed with `-D`;
 //! `-X` deletes an (empty, unreferenced) chain. Each table's block is one kernel commit.
+//!
+//! Lines are written in the order given, declarations included: a chain must be declared before
+//! a rule names it, and the order of names matters to the nft backend's speed (see kproxy's
+//! iptables mode, `names.rs`).
 
 use std::fmt;
 
@@ -17,9 +21,7 @@ pub struct RestoreInput {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Block {
     table: Table,
-    /// `:CHAIN - [0:0]` lines; the tool wants them before the table's rules.
-    chains: Vec<String>,
-    /// `-A`, `-I`, `-D` and `-X` lines, in the order given.
+    /// `:CHAIN - [0:0]`, `-A`, `-I`, `-D` and `-X` lines, in the order given.
     lines: Vec<String>,
 }
 
@@ -34,8 +36,7 @@ impl RestoreInput {
 
     /// Creates `chain` (user-defined), or empties it if it exists.
     pub fn declare_chain(&mut self, table: Table, chain: &str) -> &mut Self {
-        self.block(table).chains.push(format!(":{chain} - [0:0]"));
-        self
+        self.line(table, format!(":{chain} - [0:0]"))
     }
 
     /// Appends a rule: `spec` is what follows `-A CHAIN` (as `iptables-save` prints it).
@@ -69,7 +70,6 @@ impl RestoreInput {
             None => {
                 self.blocks.push(Block {
                     table,
-                    chains: Vec::new(),
                     lines: Vec::new(),
                 });
                 self.blocks.len() - 1
@@ -83,7 +83,7 @@ impl fmt::Display for RestoreInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for block in &self.blocks {
             writeln!(f, "*{}", block.table)?;
-            for line in block.chains.iter().chain(&block.lines) {
+            for line in &block.lines {
                 writeln!(f, "{line}")?;
             }
             writeln!(f, "COMMIT")?;
@@ -97,7 +97,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_table_is_one_block_with_its_chains_first() {
+    fn each_table_is_one_block_with_its_lines_in_order() {
         let mut input = RestoreInput::new();
         input
             .delete(Table::Nat, "PREROUTING", "-j KUBE-SERVICES")
@@ -109,8 +109,8 @@ mod tests {
             .declare_chain(Table::Nat, "KUBE-SVC-A");
         assert_eq!(
             input.to_string(),
-            "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-A - [0:0]\n-D PREROUTING -j KUBE-SERVICES\n\
-             -X KUBE-SERVICES\nCOMMIT\n*filter\n:X - [0:0]\n-A X -j ACCEPT\n-I INPUT 1 -j X\nCOMMIT\n"
+            "*nat\n-D PREROUTING -j KUBE-SERVICES\n:KUBE-SERVICES - [0:0]\n-X KUBE-SERVICES\n\
+             :KUBE-SVC-A - [0:0]\nCOMMIT\n*filter\n:X - [0:0]\n-A X -j ACCEPT\n-I INPUT 1 -j X\nCOMMIT\n"
         );
     }
 

@@ -283,7 +283,8 @@ impl Watcher {
     }
 }
 
-/// Counts the rules of chains with one dump each. Keep one: it holds its socket.
+/// Small netlink dumps of nf_tables: the rule count of a chain, the chain names of a table.
+/// Keep one: it holds its socket.
 pub struct RuleCounter {
     socket: Socket,
     seq: u32,
@@ -302,34 +303,66 @@ impl RuleCounter {
     /// The number of rules in `chain` of table `table` (family 2 `ip`, 10 `ip6`); 0 when the
     /// table or chain does not exist.
     pub fn count(&mut self, family: u8, table: &str, chain: &str) -> Result<usize, MonitorError> {
+        let mut n = 0;
+        self.dump(
+            |seq| wire::rule_dump_request(seq, family, table, chain),
+            |m| n += usize::from(matches!(m, Message::DumpedRule { .. })),
+        )?;
+        Ok(n)
+    }
+
+    /// The names of the chains of table `table` (family 2 `ip`, 10 `ip6`); none when the table
+    /// does not exist.
+    pub fn chains(&mut self, family: u8, table: &str) -> Result<Vec<String>, MonitorError> {
+        let mut names = Vec::new();
+        self.dump(
+            |seq| wire::chain_dump_request(seq, family, table),
+            |m| {
+                if let Message::Change { change, .. } = m {
+                    // A dump filtered by table: the filter is the kernel's since Linux 4.x;
+                    // checked here too, as it costs nothing.
+                    if change.object == Object::Chain && change.table == table {
+                        names.extend(change.name);
+                    }
+                }
+            },
+        )?;
+        Ok(names)
+    }
+
+    /// Sends one dump request and hands each reply message to `each` until the dump is done;
+    /// ENOENT (no such table or chain) is an empty dump.
+    fn dump(
+        &mut self,
+        request: impl FnOnce(u32) -> Vec<u8>,
+        mut each: impl FnMut(Message),
+    ) -> Result<(), MonitorError> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        let req = wire::rule_dump_request(seq, family, table, chain);
         self.socket
-            .send(&req, 0)
-            .map_err(netlink("sending a rule dump"))?;
-        let mut n = 0;
+            .send(&request(seq), 0)
+            .map_err(netlink("sending a dump request"))?;
         loop {
             self.buf.clear();
             self.socket
                 .recv(&mut self.buf, 0)
-                .map_err(netlink("reading a rule dump"))?;
+                .map_err(netlink("reading a dump"))?;
             let msgs = wire::parse(&self.buf).map_err(|source| MonitorError::Wire {
-                op: "reading a rule dump",
+                op: "reading a dump",
                 source,
             })?;
             for m in msgs {
                 match m {
-                    Message::DumpedRule { seq: s } if s == seq => n += 1,
-                    Message::Done { seq: s } if s == seq => return Ok(n),
+                    Message::Done { seq: s } if s == seq => return Ok(()),
                     Message::Error { seq: s, errno } if s == seq && errno < 0 => {
                         if -errno == Errno::ENOENT as i32 {
-                            return Ok(0);
+                            return Ok(());
                         }
                         let source = io::Error::from_raw_os_error(-errno);
-                        return Err(netlink("dumping rules")(source));
+                        return Err(netlink("dumping")(source));
                     }
-                    _ => {}
+                    Message::Error { .. } => {}
+                    m => each(m),
                 }
             }
         }

@@ -24,6 +24,7 @@ const NLM_F_DUMP: u16 = 0x300;
 const NEWTABLE: u16 = 0;
 const DELTABLE: u16 = 2;
 const NEWCHAIN: u16 = 3;
+const GETCHAIN: u16 = 4;
 const DELCHAIN: u16 = 5;
 const NEWRULE: u16 = 6;
 const GETRULE: u16 = 7;
@@ -205,14 +206,24 @@ fn classify(msg: u16) -> Option<(Op, Object, Option<u16>)> {
 /// `NFT_MSG_GETRULE` with `NLM_F_DUMP`, filtered by table and chain: the kernel walks only that
 /// chain's rules.
 pub fn rule_dump_request(seq: u32, family: u8, table: &str, chain: &str) -> Vec<u8> {
+    dump_request(GETRULE, seq, family, &[(1, table), (2, chain)])
+}
+
+/// `NFT_MSG_GETCHAIN` with `NLM_F_DUMP`, filtered by table: every chain of one table, without
+/// its rules (cheap however many rules the table holds).
+pub fn chain_dump_request(seq: u32, family: u8, table: &str) -> Vec<u8> {
+    dump_request(GETCHAIN, seq, family, &[(1, table)])
+}
+
+fn dump_request(msg: u16, seq: u32, family: u8, attrs: &[(u16, &str)]) -> Vec<u8> {
     let mut b = Vec::with_capacity(64);
     b.extend_from_slice(&0u32.to_ne_bytes()); // length, set below
-    b.extend_from_slice(&(SUBSYS_NFTABLES << 8 | GETRULE).to_ne_bytes());
+    b.extend_from_slice(&(SUBSYS_NFTABLES << 8 | msg).to_ne_bytes());
     b.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     b.extend_from_slice(&seq.to_ne_bytes());
     b.extend_from_slice(&0u32.to_ne_bytes());
     b.extend_from_slice(&[family, 0, 0, 0]);
-    for (ty, s) in [(1u16, table), (2, chain)] {
+    for (ty, s) in attrs {
         let len = 4 + s.len() + 1;
         b.extend_from_slice(&(len as u16).to_ne_bytes());
         b.extend_from_slice(&ty.to_ne_bytes());

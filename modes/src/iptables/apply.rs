@@ -8,7 +8,9 @@ use kproxy_dataplane::{
 
 use super::{
     MODE,
-    render::{FamilyWrite, ctx::FamilyCtx, input::restore_input},
+    existing::Existing,
+    names::CANARY,
+    render::{FamilyWrite, Options, ctx::FamilyCtx, input::restore_input},
 };
 use crate::{ModeError, iptables::names::is_ours, model::DesiredState};
 
@@ -21,10 +23,37 @@ pub fn tools(backend: Backend, family: Family, netns: Option<&str>) -> Iptables 
     }
 }
 
-/// Upstream's image (iptables-wrapper) picks the backend that already holds rules, since the
-/// kubelet and the CNI plugin wrote theirs first: the one with more rule lines in both families'
-/// saves. On a tie (a fresh node, a test namespace) nft, the default of current distributions.
+/// Picks the backend the node already uses, cheapest evidence first: our own canary chain (a
+/// restart adopts its chains in place); the kubelet's hint chains in mangle (what upstream's
+/// image, iptables-wrapper, looks for first); else the backend with more rule lines in both
+/// families' saves. On a tie (a fresh node, a test namespace) nft, the default of current
+/// distributions.
 pub fn detect(netns: Option<&str>) -> Backend {
+    let installed = |b| tools(b, Family::V4, netns).is_installed();
+    let has_chain = |backend, table, chain: &str| {
+        installed(backend)
+            && Family::ALL.into_iter().any(|f| {
+                matches!(
+                    tools(backend, f, netns).list_chain(table, chain),
+                    Ok(Some(_))
+                )
+            })
+    };
+    let holding = |table, chain: &str| {
+        let found: Vec<Backend> = Backend::ALL
+            .into_iter()
+            .filter(|b| has_chain(*b, table, chain))
+            .collect();
+        (found.len() == 1).then(|| found[0])
+    };
+    let evidence = [
+        (Table::Nat, CANARY),
+        (Table::Mangle, "KUBE-IPTABLES-HINT"),
+        (Table::Mangle, "KUBE-KUBELET-CANARY"),
+    ];
+    if let Some(backend) = evidence.iter().find_map(|(t, c)| holding(*t, c)) {
+        return backend;
+    }
     let lines = |backend| -> usize {
         Family::ALL
             .into_iter()
@@ -34,30 +63,44 @@ pub fn detect(netns: Option<&str>) -> Backend {
             .flat_map(|tables| tables.into_iter().map(|t| t.rules.len()))
             .sum()
     };
-    let nft_installed = tools(Backend::Nft, Family::V4, netns).is_installed();
-    let (nft, legacy) = (lines(Backend::Nft), lines(Backend::Legacy));
-    if legacy > nft || !nft_installed {
+    if !installed(Backend::Nft) || lines(Backend::Legacy) > lines(Backend::Nft) {
         Backend::Legacy
     } else {
         Backend::Nft
     }
 }
 
-/// Writes one family: for a full sync, after reading its tables (stale chains of ours, jumps).
-pub fn write(ipt: &Iptables, w: &FamilyWrite, full: bool) -> Result<(), ModeError> {
-    let saved = match full {
-        true => Some(
-            ipt.save_all()
-                .map_err(|e| ModeError::kernel(MODE, "reading the tables before a full sync", e))?,
-        ),
+/// Writes one family: for a full sync, after reading what it must know of the kernel (stale
+/// chains of ours, jumps; see [`Existing`]).
+pub fn write(
+    ipt: &Iptables,
+    w: &FamilyWrite,
+    full: bool,
+    netns: Option<&str>,
+) -> Result<(), ModeError> {
+    let existing = match full {
+        true => Some(Existing::read(ipt, netns)?),
         false => None,
     };
-    let input = restore_input(w, saved.as_deref());
-    tracing::debug!(program = %ipt.program("restore"), lines = input.to_string().lines().count(), "iptables-restore --noflush");
-    ipt.restore(&input).map_err(|e| {
-        tracing::warn!(error = %e, "iptables-restore failed; the next sync is full");
-        ModeError::kernel(MODE, "applying the rules", e)
-    })
+    for input in restore_input(w, existing.as_ref()) {
+        let text = input.to_string();
+        tracing::debug!(program = %ipt.program("restore"), lines = text.lines().count(), "iptables-restore --noflush");
+        ipt.restore(&input).map_err(|e| {
+            let line = failing_line(&e.to_string(), &text).unwrap_or("(not named)");
+            tracing::warn!(error = %e, line, "iptables-restore failed; nothing of its table changed; the next sync is full");
+            ModeError::kernel(MODE, "applying the rules", e)
+        })?;
+    }
+    Ok(())
+}
+
+/// The input line the tool names in `error` ("Error occurred at line: N", counted from 1; the
+/// nft backend may name the table's COMMIT, where the commit failed).
+pub fn failing_line<'a>(error: &str, input: &'a str) -> Option<&'a str> {
+    let (_, after) = error.split_once("Error occurred at line: ")?;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    let n: usize = digits.parse().ok()?;
+    input.lines().nth(n.checked_sub(1)?)
 }
 
 /// Removes every chain of ours from one backend's family, and the jumps to them; says what.
@@ -90,11 +133,19 @@ pub fn cleanup_input(tables: &[SavedTable], tool: &str) -> (RestoreInput, Vec<St
                 ));
             }
         }
-        for chain in saved.chains.iter().filter(|c| is_ours(&c.name)) {
-            input
-                .declare_chain(table, &chain.name)
-                .delete_chain(table, &chain.name);
-            removed.push(format!("{tool} {table} chain {}", chain.name));
+        // All emptied before any is deleted: ours refer to each other.
+        let ours: Vec<&str> = saved
+            .chains
+            .iter()
+            .map(|c| c.name.as_str())
+            .filter(|c| is_ours(c))
+            .collect();
+        for chain in &ours {
+            input.declare_chain(table, chain);
+        }
+        for chain in ours {
+            input.delete_chain(table, chain);
+            removed.push(format!("{tool} {table} chain {chain}"));
         }
     }
     (input, removed)
@@ -104,10 +155,13 @@ pub fn cleanup_input(tables: &[SavedTable], tool: &str) -> (RestoreInput, Vec<St
 /// NodePorts answer on loopback, as upstream sets it. A failure is logged: everything but
 /// localhost NodePorts works without it.
 pub fn route_localnet(desired: &DesiredState, localhost: bool, netns: Option<&str>) {
-    let wanted = desired
-        .families
-        .iter()
-        .any(|f| FamilyCtx::new(f.family, &f.node, localhost).loopback_node_ports());
+    let wanted = desired.families.iter().any(|f| {
+        let options = Options {
+            localhost_node_ports: localhost,
+            ..Options::default()
+        };
+        FamilyCtx::new(f.family, &f.node, options).loopback_node_ports()
+    });
     if !wanted {
         return;
     }
@@ -119,5 +173,32 @@ pub fn route_localnet(desired: &DesiredState, localhost: bool, netns: Option<&st
     });
     if let Err(error) = result {
         tracing::warn!(%error, "cannot set {name}: localhost NodePorts will not answer");
+    }
+}
+
+/// Whether the node sets `nf_conntrack_tcp_be_liberal` (read once at start, as upstream): then
+/// out-of-window TCP packets are not INVALID and need no drop. Unreadable counts as not set.
+pub fn tcp_be_liberal(netns: Option<&str>) -> bool {
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    let read = Netns::from_name(netns).run(|| -> Result<i64, BoxError> {
+        Ok(Sysctl::new()
+            .file("net/netfilter/nf_conntrack_tcp_be_liberal")
+            .read()?)
+    });
+    matches!(read, Ok(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failing_line;
+
+    #[test]
+    fn the_failing_line_is_found_by_its_number() {
+        let input = "*nat\n:KPROXY-X - [0:0]\n-A KPROXY-X -j NOPE\nCOMMIT\n";
+        let legacy = "iptables-restore v1.8.9 (legacy): Couldn't load target `NOPE'\n\n\
+                      Error occurred at line: 3\nTry `iptables-restore -h' for more information.";
+        assert_eq!(failing_line(legacy, input), Some("-A KPROXY-X -j NOPE"));
+        assert_eq!(failing_line("exit status 1", input), None);
+        assert_eq!(failing_line("Error occurred at line: 9", input), None);
     }
 }

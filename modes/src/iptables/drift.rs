@@ -10,7 +10,7 @@ use kproxy_dataplane::iptables::{Iptables, Table, split_words};
 use super::{
     MODE,
     names::CANARY,
-    render::{FamilyApplied, base, ctx::FamilyCtx},
+    render::{FamilyApplied, Options, base, ctx::FamilyCtx},
 };
 use crate::{Drift, ModeError, model::IpFamily};
 
@@ -19,7 +19,7 @@ pub fn check(
     ipt: &Iptables,
     family: IpFamily,
     fa: &FamilyApplied,
-    localhost: bool,
+    options: Options,
 ) -> Result<Vec<Drift>, ModeError> {
     let tool = ipt.program("save").replace("-save", "");
     let list = |table, chain: &str| {
@@ -35,7 +35,7 @@ pub fn check(
             });
         }
     }
-    let ctx = FamilyCtx::new(family, &fa.node, localhost);
+    let ctx = FamilyCtx::new(family, &fa.node, options);
     let jumps = base::jumps(&ctx);
     let builtins: BTreeSet<(Table, &str)> = jumps.iter().map(|j| (j.table, j.from)).collect();
     for (table, from) in builtins {

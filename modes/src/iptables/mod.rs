@@ -4,8 +4,10 @@
 
 pub mod apply;
 pub mod drift;
+pub mod existing;
 pub mod names;
 pub mod render;
+pub mod rule_counts;
 pub mod view;
 
 use std::sync::OnceLock;
@@ -18,7 +20,7 @@ use kproxy_dataplane::{
 use tokio::time::{Duration, Instant};
 
 use crate::{
-    Counter, Drift, Mode, ModeContext, ModeError, SyncError, SyncStats,
+    Counter, Drift, Gauge, Mode, ModeContext, ModeError, SyncError, SyncStats,
     conntrack::ConntrackHygiene,
     model::{ChangeSet, DesiredState, IpFamily},
     registry::{IptablesSettings, ModeSettings},
@@ -53,6 +55,9 @@ pub struct IptablesMode {
     last_full: Option<Instant>,
     conntrack: Option<ConntrackHygiene>,
     restore_failures: u64,
+    rule_counts: rule_counts::RuleCounts,
+    /// Whether KPROXY-FORWARD drops INVALID packets: read from the node at start.
+    drop_invalid: bool,
 }
 
 impl IptablesMode {
@@ -66,6 +71,8 @@ impl IptablesMode {
             last_full: None,
             conntrack: Some(ConntrackHygiene::new(conntrack)),
             restore_failures: 0,
+            rule_counts: Default::default(),
+            drop_invalid: true,
         }
     }
 
@@ -98,15 +105,19 @@ impl IptablesMode {
         {
             self.applied = None;
         }
-        let localhost = self.settings.localhost_node_ports;
-        let rendered = render(desired, changes, self.applied.take(), localhost);
+        let options = render::Options {
+            localhost_node_ports: self.settings.localhost_node_ports,
+            drop_invalid: self.drop_invalid,
+        };
+        let rendered = render(desired, changes, self.applied.take(), options);
         let full = rendered.full;
         if full {
+            let localhost = options.localhost_node_ports;
             apply::route_localnet(desired, localhost, self.netns.as_deref());
         }
         for w in &rendered.families {
             let ipt = self.tools(w.family);
-            apply::write(&ipt, w, full).map_err(|e| (full, e))?;
+            apply::write(&ipt, w, full, self.netns.as_deref()).map_err(|e| (full, e))?;
         }
         if full {
             // Families no longer served keep none of our chains.
@@ -116,6 +127,7 @@ impl IptablesMode {
                 }
             }
         }
+        self.rule_counts.record(&rendered);
         self.applied = Some(rendered.applied);
         Ok(full)
     }
@@ -149,6 +161,7 @@ impl Mode for IptablesMode {
             });
         }
         tracing::info!(%backend, how, "iptables mode: using this iptables backend");
+        self.drop_invalid = !apply::tcp_be_liberal(self.netns.as_deref());
         Ok(())
     }
 
@@ -183,12 +196,7 @@ impl Mode for IptablesMode {
         let mut found = Vec::new();
         for (family, fa) in &applied.families {
             let ipt = self.tools(*family);
-            found.extend(drift::check(
-                &ipt,
-                *family,
-                fa,
-                applied.localhost_node_ports,
-            )?);
+            found.extend(drift::check(&ipt, *family, fa, applied.options)?);
         }
         if !found.is_empty() {
             self.applied = None;
@@ -226,6 +234,10 @@ impl Mode for IptablesMode {
             );
         }
         Ok(out)
+    }
+
+    fn gauges(&self) -> Vec<Gauge> {
+        self.rule_counts.gauges()
     }
 
     fn counters(&self) -> Vec<Counter> {

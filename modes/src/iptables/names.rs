@@ -21,63 +21,79 @@ pub const FIREWALL: &str = "KPROXY-PROXY-FIREWALL";
 /// Empty, in nat and filter: if it is gone, someone flushed or deleted our chains.
 pub const CANARY: &str = "KPROXY-CANARY";
 
-// Per-Service-port chain prefixes (nat table), as upstream's KUBE-SVC-, -SVL-, -EXT-, -FW-, -SEP-.
-pub const SVC_PREFIX: &str = "KPROXY-SVC-";
-pub const SVL_PREFIX: &str = "KPROXY-SVL-";
-pub const EXT_PREFIX: &str = "KPROXY-EXT-";
-pub const FW_PREFIX: &str = "KPROXY-FW-";
-pub const SEP_PREFIX: &str = "KPROXY-SEP-";
+/// Every Service port's chains start with this, then the port's key: see [`ServiceChains`].
+pub const PORT_PREFIX: &str = "KPROXY-SP";
 
 /// iptables chain names are at most 28 characters (XT_EXTENSION_MAXNAMELEN 29 with the NUL).
 pub const CHAIN_MAX: usize = 28;
 
-/// A hash of 16 base32 characters, as upstream's chain names have (80 bits: unlike 8 characters,
-/// no collision to fear among 100k endpoints). Two [`hash8`]s of distinct inputs, because the
-/// shared name hashing gives 40 bits at a time.
-fn hash16(key: &str) -> String {
-    format!("{}{}", hash8(key), hash8(&format!("{key}\u{0}")))
-}
+/// Characters of the port's key: 50 bits, no collision to fear among 100k Service ports.
+const KEY_LEN: usize = 10;
 
-/// The names of one Service port's chains: a prefix of at most 11 characters plus 16 hash
-/// characters = 27 <= [`CHAIN_MAX`]. Only `[A-Z0-9-]`, which every iptables accepts.
+/// The names of one Service port's chains: [`PORT_PREFIX`], a key of [`KEY_LEN`] base32
+/// characters hashed from `namespace/name/protocol/port`, then the kind: `SVC` (the Cluster
+/// set), `SVL` (the Local set), `EXT`, `FW`, or `E` plus 8 characters hashed from the endpoint
+/// (40 bits, unique among one port's endpoints). At most 9 + 10 + 9 = 28 = [`CHAIN_MAX`].
+///
+/// Why this shape and not upstream's `KUBE-SVC-<hash>` / `KUBE-SEP-<hash>`: iptables-nft-restore
+/// `--noflush` keeps every chain name its input references in a sorted list, inserting each by a
+/// walk from the smallest (iptables 1.8.9 `cache_chain_list_insert`), which is quadratic in the
+/// names (10k Services x 5 endpoints: over 10 minutes). A walk stops at the first larger name. So
+/// all chains of a port share one prefix (`KPROXY-SP<key>`), every fixed chain sorts before every
+/// port's (`SERVICES` < `SP`), and the input is written port by port in descending key order
+/// ([`super::render::input`]): each name then sits behind only the fixed chains and its own
+/// port's other chains, and a full sync's list costs a few steps per name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceChains {
-    /// The readable name the hashes are taken of: `ns/name/proto/port`.
+    /// The readable name the endpoint hashes are taken of: `ns/name/proto/port`.
     key: String,
-    hash: String,
+    /// `KPROXY-SP<key>`: what every chain of this port starts with.
+    group: String,
 }
 
 impl ServiceChains {
     pub fn new(name: &ServicePortName) -> Self {
         let proto = name.protocol.as_str().to_ascii_lowercase();
         let key = format!("{}/{}/{}/{}", name.namespace, name.name, proto, name.port);
+        let hash = format!("{}{}", hash8(&key), hash8(&format!("{key}\u{0}")));
         Self {
-            hash: hash16(&key),
+            group: format!("{PORT_PREFIX}{}", &hash[..KEY_LEN]),
             key,
         }
     }
 
     pub fn cluster(&self) -> String {
-        format!("{SVC_PREFIX}{}", self.hash)
+        format!("{}SVC", self.group)
     }
 
     pub fn local(&self) -> String {
-        format!("{SVL_PREFIX}{}", self.hash)
+        format!("{}SVL", self.group)
     }
 
     pub fn external(&self) -> String {
-        format!("{EXT_PREFIX}{}", self.hash)
+        format!("{}EXT", self.group)
     }
 
     pub fn firewall(&self) -> String {
-        format!("{FW_PREFIX}{}", self.hash)
+        format!("{}FW", self.group)
     }
 
     /// One endpoint's chain, hashed with the port's name, so two ports sharing an endpoint
     /// address have two chains (each port's affinity is its own, as upstream's).
     pub fn endpoint(&self, ep: &SocketAddr) -> String {
-        format!("{SEP_PREFIX}{}", hash16(&format!("{}/{ep}", self.key)))
+        format!("{}E{}", self.group, hash8(&format!("{}/{ep}", self.key)))
     }
+}
+
+/// The port group (`KPROXY-SP<key>`) a chain of ours belongs to; `None` for a fixed chain.
+pub fn port_group(chain: &str) -> Option<&str> {
+    let len = PORT_PREFIX.len() + KEY_LEN;
+    (chain.starts_with(PORT_PREFIX) && chain.len() > len).then(|| &chain[..len])
+}
+
+/// Whether `chain` is a port's external chain (`...EXT`).
+pub fn is_external(chain: &str) -> bool {
+    port_group(chain).is_some() && chain.ends_with("EXT")
 }
 
 /// Whether `chain` is one of ours.
@@ -109,6 +125,22 @@ mod tests {
         let udp = ServiceChains::new(&ServicePortName::new("ns", "s", "p", Protocol::Udp));
         assert_ne!(tcp.cluster(), udp.cluster());
         assert_ne!(tcp.endpoint(&ep), udp.endpoint(&ep));
+        // Every chain of a port shares its group, and every fixed chain sorts before any port's.
+        for name in [tcp.cluster(), tcp.external(), tcp.endpoint(&ep)] {
+            assert_eq!(port_group(&name), port_group(&tcp.cluster()));
+        }
+        assert!(is_external(&tcp.external()) && !is_external(&tcp.cluster()));
+        for fixed in [
+            SERVICES,
+            EXTERNAL_SERVICES,
+            NODEPORTS,
+            POSTROUTING,
+            MARK_MASQ,
+            FIREWALL,
+        ] {
+            assert_eq!(port_group(fixed), None);
+            assert!(fixed < tcp.cluster().as_str(), "{fixed}");
+        }
         assert_eq!(
             tcp,
             ServiceChains::new(&ServicePortName::new("ns", "s", "p", Protocol::Tcp))

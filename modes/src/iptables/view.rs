@@ -118,7 +118,7 @@ fn endpoints(
             Some("DNAT") => out.extend(arg(&words, "--to-destination").and_then(socket)),
             Some(to) if is_ours(to) && to != MARK_MASQ => {
                 // The external chain's source-matched rules are pod and node traffic only.
-                if chain.starts_with(EXT_PREFIX) && matches_source(&words) {
+                if is_external(chain) && matches_source(&words) {
                     continue;
                 }
                 out.extend(endpoints(chains, to, depth + 1));

@@ -97,11 +97,13 @@ pub(super) fn plan(backend: Backend, family: Family, saved: &SavedTable) -> Plan
             spec: rule.spec.clone(),
         });
     }
-    // Declaring a chain empties it, so the doomed chains' jumps among themselves go first.
+    // Declaring a chain empties it: every doomed chain is emptied before any is deleted, since
+    // they jump to each other.
     for chain in &doomed {
-        plan.input
-            .declare_chain(table, chain)
-            .delete_chain(table, chain);
+        plan.input.declare_chain(table, chain);
+    }
+    for chain in &doomed {
+        plan.input.delete_chain(table, chain);
         plan.removed.push(Removed::IptablesChain {
             backend,
             family,

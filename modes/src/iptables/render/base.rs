@@ -94,6 +94,9 @@ pub fn nat_fixed(ctx: &FamilyCtx) -> Vec<(&'static str, Vec<String>)> {
 /// The fixed filter chains and their rules (the Services' rules are appended to them).
 pub fn filter_fixed(ctx: &FamilyCtx) -> Vec<(&'static str, Vec<String>)> {
     let mark = &ctx.mark;
+    let invalid = ctx
+        .drop_invalid
+        .then(|| "-m conntrack --ctstate INVALID -j DROP".to_owned());
     let mut out = vec![
         (SERVICES, Vec::new()),
         (EXTERNAL_SERVICES, Vec::new()),
@@ -101,16 +104,19 @@ pub fn filter_fixed(ctx: &FamilyCtx) -> Vec<(&'static str, Vec<String>)> {
         (FIREWALL, Vec::new()),
         (
             FORWARD,
-            vec![
-                format!(
-                    "{} -m mark --mark {mark}/{mark} -j ACCEPT",
-                    comment("kproxy forwarding rules")
-                ),
-                format!(
-                    "{} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-                    comment("kproxy forwarding conntrack rule")
-                ),
-            ],
+            invalid
+                .into_iter()
+                .chain([
+                    format!(
+                        "{} -m mark --mark {mark}/{mark} -j ACCEPT",
+                        comment("kproxy forwarding rules")
+                    ),
+                    format!(
+                        "{} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                        comment("kproxy forwarding conntrack rule")
+                    ),
+                ])
+                .collect(),
         ),
         (CANARY, Vec::new()),
     ];

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use super::Options;
 use crate::model::{IpFamily, LocalTrafficDetector, NodePortIps, NodeSettings, Protocol};
 
 /// One family's facts for rendering.
@@ -18,10 +19,13 @@ pub struct FamilyCtx<'a> {
     pub if_not_local: Option<String>,
     /// NodePorts answer on 127.0.0.1 (IPv4 with `iptables.localhostNodePorts` only).
     pub localhost_node_ports: bool,
+    pub drop_invalid: bool,
+    /// Upstream's large cluster mode: per-endpoint rules without comments.
+    pub large_cluster: bool,
 }
 
 impl<'a> FamilyCtx<'a> {
-    pub fn new(family: IpFamily, node: &'a NodeSettings, localhost_node_ports: bool) -> Self {
+    pub fn new(family: IpFamily, node: &'a NodeSettings, options: Options) -> Self {
         let (if_local, if_not_local) = detect_local(&node.local_traffic);
         Self {
             family,
@@ -29,7 +33,22 @@ impl<'a> FamilyCtx<'a> {
             mark: format!("{:#x}", node.masquerade_mark),
             if_local,
             if_not_local,
-            localhost_node_ports: localhost_node_ports && family == IpFamily::V4,
+            localhost_node_ports: options.localhost_node_ports && family == IpFamily::V4,
+            drop_invalid: options.drop_invalid,
+            large_cluster: false,
+        }
+    }
+
+    pub fn large_cluster(mut self, large: bool) -> Self {
+        self.large_cluster = large;
+        self
+    }
+
+    /// A per-endpoint rule's comment and the space after it; nothing in large cluster mode.
+    pub fn endpoint_comment(&self, text: &str) -> String {
+        match self.large_cluster {
+            true => String::new(),
+            false => format!("{} ", comment(text)),
         }
     }
 

@@ -11,7 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use self::{base::Jump, ctx::FamilyCtx, service::render_port};
 use super::names::{NODEPORTS, SERVICES};
-use crate::model::{ChangeSet, DesiredState, IpFamily, NodeSettings, ServicePortName};
+use crate::{
+    SyncStats,
+    model::{ChangeSet, DesiredState, IpFamily, NodeSettings, ServicePortName},
+};
 
 /// Chain name to its rules (each what follows `-A CHAIN`), in order.
 pub type Chains = BTreeMap<String, Vec<String>>;
@@ -55,11 +58,26 @@ pub struct FamilyWrite {
     pub jumps: Vec<Jump>,
 }
 
+/// The mode's own inputs to rendering, besides the desired state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// NodePorts answer on 127.0.0.1 (IPv4 only; `iptables.localhostNodePorts`).
+    pub localhost_node_ports: bool,
+    /// Drop what conntrack calls INVALID in KPROXY-FORWARD, as upstream does unless the node
+    /// sets `nf_conntrack_tcp_be_liberal` (such packets would otherwise reset connections:
+    /// https://issue.k8s.io/74839).
+    pub drop_invalid: bool,
+}
+
+/// Upstream's "large cluster mode": above this many endpoints, the per-endpoint rules carry no
+/// comments (less text for iptables-restore to parse and the kernel to hold).
+pub const LARGE_CLUSTER_ENDPOINTS: usize = 1000;
+
 /// What a successful sync leaves applied: the diff base of the next partial sync.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
     pub families: BTreeMap<IpFamily, FamilyApplied>,
-    pub localhost_node_ports: bool,
+    pub options: Options,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,19 +101,20 @@ pub fn render(
     desired: &DesiredState,
     changes: &ChangeSet,
     applied: Option<Applied>,
-    localhost_node_ports: bool,
+    options: Options,
 ) -> Rendered {
+    let large = SyncStats::of(desired, true).endpoints > LARGE_CLUSTER_ENDPOINTS;
     match applied {
-        Some(a) if !changes.full && !node_inputs_changed(desired, &a, localhost_node_ports) => {
-            render_partial(desired, changes, a)
+        Some(a) if !changes.full && !node_inputs_changed(desired, &a, options) => {
+            render_partial(desired, changes, a, large)
         }
-        _ => render_full(desired, localhost_node_ports),
+        _ => render_full(desired, options, large),
     }
 }
 
-fn node_inputs_changed(desired: &DesiredState, a: &Applied, localhost: bool) -> bool {
+fn node_inputs_changed(desired: &DesiredState, a: &Applied, options: Options) -> bool {
     let families: BTreeSet<IpFamily> = desired.families.iter().map(|f| f.family).collect();
-    a.localhost_node_ports != localhost
+    a.options != options
         || families != a.families.keys().copied().collect()
         || desired
             .families
@@ -103,14 +122,14 @@ fn node_inputs_changed(desired: &DesiredState, a: &Applied, localhost: bool) -> 
             .any(|f| a.families[&f.family].node != f.node)
 }
 
-fn render_full(desired: &DesiredState, localhost: bool) -> Rendered {
+fn render_full(desired: &DesiredState, options: Options, large: bool) -> Rendered {
     let mut applied = Applied {
-        localhost_node_ports: localhost,
+        options,
         ..Applied::default()
     };
     let mut families = Vec::new();
     for fam in &desired.families {
-        let ctx = FamilyCtx::new(fam.family, &fam.node, localhost);
+        let ctx = FamilyCtx::new(fam.family, &fam.node, options).large_cluster(large);
         let ports: BTreeMap<_, _> = fam
             .services
             .iter()
@@ -140,15 +159,20 @@ fn render_full(desired: &DesiredState, localhost: bool) -> Rendered {
 
 /// Rewrites the changed ports' chains (deleting those they no longer have) and the shared
 /// chains, which list every port's dispatch rules.
-fn render_partial(desired: &DesiredState, changes: &ChangeSet, mut applied: Applied) -> Rendered {
+fn render_partial(
+    desired: &DesiredState,
+    changes: &ChangeSet,
+    mut applied: Applied,
+    large: bool,
+) -> Rendered {
     let mut families = Vec::new();
     for fam in &desired.families {
-        let localhost = applied.localhost_node_ports;
+        let options = applied.options;
         let fa = applied
             .families
             .get_mut(&fam.family)
             .expect("families unchanged");
-        let ctx = FamilyCtx::new(fam.family, &fam.node, localhost);
+        let ctx = FamilyCtx::new(fam.family, &fam.node, options).large_cluster(large);
         let (mut own, mut delete) = (Chains::new(), BTreeSet::new());
         for name in &changes.services {
             let old = fa.ports.remove(name);

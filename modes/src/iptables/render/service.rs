@@ -234,16 +234,16 @@ fn set_rules(
     if let Some(secs) = affinity {
         for ep in eps {
             let sep = names.endpoint(&ep.addr);
-            let text = comment(&format!("{pname} -> {}", ep.addr));
+            let text = ctx.endpoint_comment(&format!("{pname} -> {}", ep.addr));
             rules.push(format!(
-                "{text} -m recent --name {sep} --rcheck --seconds {secs} --reap -j {sep}"
+                "{text}-m recent --name {sep} --rcheck --seconds {secs} --reap -j {sep}"
             ));
         }
     }
     let n = eps.len();
     for (i, ep) in eps.iter().enumerate() {
         let sep = names.endpoint(&ep.addr);
-        let text = comment(&format!("{pname} -> {}", ep.addr));
+        let text = ctx.endpoint_comment(&format!("{pname} -> {}", ep.addr));
         let pick = match n - i {
             1 => String::new(),
             left => format!(
@@ -251,7 +251,7 @@ fn set_rules(
                 probability(left)
             ),
         };
-        rules.push(format!("{text} {pick}-j {sep}"));
+        rules.push(format!("{text}{pick}-j {sep}"));
         out.chains.insert(
             sep.clone(),
             endpoint_rules(ctx, sp, ep, &sep, affinity.is_some()),
@@ -262,21 +262,21 @@ fn set_rules(
 
 /// An endpoint's chain: hairpin traffic (from the endpoint itself) is masqueraded, then DNAT.
 fn endpoint_rules(
-    _ctx: &FamilyCtx,
+    ctx: &FamilyCtx,
     sp: &ServicePort,
     ep: &Endpoint,
     sep: &str,
     affinity: bool,
 ) -> Vec<String> {
-    let text = comment(&port_text(sp));
+    let text = ctx.endpoint_comment(&port_text(sp));
     let recent = match affinity {
         true => format!("-m recent --set --name {sep} --rsource "),
         false => String::new(),
     };
     vec![
-        format!("{text} -s {} -j {MARK_MASQ}", ep.ip()),
+        format!("{text}-s {} -j {MARK_MASQ}", ep.ip()),
         format!(
-            "{text} {recent}{} -j DNAT --to-destination {}",
+            "{text}{recent}{} -j DNAT --to-destination {}",
             proto(sp.name.protocol),
             ep.addr
         ),

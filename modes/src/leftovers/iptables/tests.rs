@@ -46,13 +46,13 @@ fn upstream_chains_and_the_jumps_into_them_go_in_one_restore() {
     assert_eq!(
         plans[0].input.to_string(),
         "*nat
+-D PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES
+-D OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES
+-D POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING
 :KUBE-POSTROUTING - [0:0]
 :KUBE-SEP-ABCDEFGHIJKLMNOP - [0:0]
 :KUBE-SERVICES - [0:0]
 :KUBE-SVC-NPX46M4PTMTKRN6Y - [0:0]
--D PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES
--D OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES
--D POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING
 -X KUBE-POSTROUTING
 -X KUBE-SEP-ABCDEFGHIJKLMNOP
 -X KUBE-SERVICES

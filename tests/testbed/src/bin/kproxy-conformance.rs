@@ -18,6 +18,10 @@ struct Args {
     /// tests/conformance/differences/MODE.yaml, when it exists).
     #[arg(long)]
     differences: Option<PathBuf>,
+    /// A kproxy flag to add to its command line (repeatable), e.g.
+    /// `--kproxy-arg=--iptables-backend=legacy`.
+    #[arg(long = "kproxy-arg", allow_hyphen_values = true)]
+    kproxy_args: Vec<String>,
     /// Scenario files (run regardless of their upstream_modes: the caller selects).
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -33,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
         differences: kproxy_testbed::conformance::differences::load(&differences)?,
         mode: args.mode,
         kproxy_bin: args.kproxy_bin,
+        kproxy_args: args.kproxy_args,
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     // On Ctrl-C or SIGTERM the run is dropped, and with it the bed (namespaces) and kproxy.

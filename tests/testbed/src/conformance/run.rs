@@ -19,6 +19,8 @@ pub struct Options {
     pub kproxy_bin: PathBuf,
     /// The mode's known differences from upstream (see `differences`).
     pub differences: Vec<super::differences::Difference>,
+    /// More kproxy flags (`--kproxy-arg`), after the runner's own: e.g. an iptables backend.
+    pub kproxy_args: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -201,6 +203,7 @@ async fn run_case(
 ) -> Result<()> {
     let bed = build(case).await.context("building the topology")?;
     let mut agent = Agent::prepare(&opts.kproxy_bin, &opts.mode, workdir, case)?;
+    agent.extra_args.extend(opts.kproxy_args.iter().cloned());
     agent::write_manifests(&agent.manifests(), case, &case.objects)?;
     if let Err(e) = agent.start(&bed.node).await {
         rep.fail_rest(case, &format!("{e:#}"))?;
