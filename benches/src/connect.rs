@@ -66,15 +66,28 @@ fn rounds(vip: SocketAddr, direct: SocketAddr, n: u32) -> Result<(Vec<Duration>,
     Ok((c, d))
 }
 
-/// Connects through the mode `build` makes for the node namespace (named by its argument), at
-/// each size; `where_probed(node namespace, cluster IP)` describes where the probed Service's
-/// rule sits, for modes whose dispatch is a list.
-pub async fn run(
+/// How a connect run makes, inspects and removes the mode under test; each gets the node
+/// namespace's name.
+pub struct Under<B, W, C> {
+    /// Builds the mode for the node namespace.
+    pub build: B,
+    /// Where the probed Service's rule sits (cluster IP given), for modes whose dispatch is a list.
+    pub where_probed: W,
+    /// Removes what the mode programmed, before the namespaces go.
+    pub cleanup: C,
+}
+
+/// Connects through the mode `under` makes, at each size.
+pub async fn run<B, W, C>(
     sizes: &[u32],
     connections: u32,
-    build: impl FnOnce(&str) -> Result<Box<dyn Mode>>,
-    where_probed: impl Fn(&str, Ipv4Addr) -> Option<String>,
-) -> Result<Vec<ConnectRow>> {
+    under: Under<B, W, C>,
+) -> Result<Vec<ConnectRow>>
+where
+    B: FnOnce(&str) -> Result<Box<dyn Mode>>,
+    W: Fn(&str, Ipv4Addr) -> Option<String>,
+    C: FnOnce(Box<dyn Mode>, &str) -> Result<()>,
+{
     let node_ip: IpAddr = objects::NODE_IP.parse()?;
     let mut bed = TestBed::new(&[node_ip]).await?;
     bed.add_pod(CLIENT.into()).await?;
@@ -82,7 +95,7 @@ pub async fn run(
     let server = SocketAddr::new(SERVER.into(), 8080);
     bed.serve(Where::Pod(SERVER.into()), Proto::Tcp, server, None)
         .await?;
-    let mut mode = build(bed.node.name())?;
+    let mut mode = (under.build)(bed.node.name())?;
     let mut out = Vec::new();
     for &n in sizes {
         // The probed Service is the last one; its only endpoint is the server. Every other
@@ -118,11 +131,11 @@ pub async fn run(
             cluster_p99_us: us(percentile(&mut c, 99)),
             direct_p50_us: us(percentile(&mut d, 50)),
             direct_p99_us: us(percentile(&mut d, 99)),
-            probed: where_probed(bed.node.name(), objects::cluster_ip(probed)),
+            probed: (under.where_probed)(bed.node.name(), objects::cluster_ip(probed)),
         };
         eprintln!("connect: {row:?}");
         out.push(row);
     }
-    mode.cleanup()?;
+    (under.cleanup)(mode, bed.node.name())?;
     Ok(out)
 }

@@ -310,8 +310,15 @@ fn main() -> Result<()> {
                 };
                 Ok(registry::build("nftables", &settings)?)
             };
-            let rows =
-                runtime()?.block_on(connect::run(&sizes, connections, nftables, |_, _| None))?;
+            let under = connect::Under {
+                build: nftables,
+                where_probed: |_: &str, _| None,
+                cleanup: |mut mode: Box<dyn kproxy_modes::Mode>, _: &str| {
+                    mode.cleanup()?;
+                    Ok(())
+                },
+            };
+            let rows = runtime()?.block_on(connect::run(&sizes, connections, under))?;
             println!("{}", serde_json::to_string(&rows)?);
             Ok(())
         }

@@ -224,9 +224,12 @@ pub fn run(cmd: Cmd) -> Result<()> {
                 let settings = sync::settings(backend, Some(netns.to_owned()));
                 sync::started_mode(&settings, Handle::current())
             };
-            let probed = |netns: &str, vip| where_probed(backend, netns, vip);
-            let rows =
-                crate::runtime()?.block_on(connect::run(&sizes, connections, build, probed))?;
+            let under = connect::Under {
+                build,
+                where_probed: |netns: &str, vip| where_probed(backend, netns, vip),
+                cleanup: |_, netns: &str| sync::flush_all(backend, Some(netns)),
+            };
+            let rows = crate::runtime()?.block_on(connect::run(&sizes, connections, under))?;
             serde_json::to_string(&rows)?
         }
     };
