@@ -15,11 +15,11 @@ use crate::{
     sync::UpstreamRun,
 };
 
-/// " (min-max s)" of a repeated figure, or nothing.
+/// "min-max s; " of a repeated figure, or nothing.
 fn spread(s: Spread) -> String {
     match s {
-        Some((lo, hi)) if hi.is_finite() => format!(" ({:.2}-{:.2})", lo / 1e3, hi / 1e3),
-        Some((lo, _)) => format!(" ({:.2}-timeout)", lo / 1e3),
+        Some((lo, hi)) if hi.is_finite() => format!("{:.2}-{:.2} s; ", lo / 1e3, hi / 1e3),
+        Some((lo, _)) => format!("{:.2} s-timeout; ", lo / 1e3),
         None => String::new(),
     }
 }
@@ -51,13 +51,18 @@ fn full_sync(o: &mut String, plan: &Plan, rows: &[Row]) {
         let (flush, fratio) = match &r.flush {
             Some(f) => {
                 let (b, q, _) = against(k, f, t);
-                (format!("{b}{}", spread(r.flush_spread)), q)
+                let range = spread(r.flush_spread);
+                let range = range.trim_end_matches("; ");
+                match range.is_empty() {
+                    true => (b, q),
+                    false => (format!("{b} ({range})"), q),
+                }
             }
             None => ("-".into(), "-".into()),
         };
         writeln!(
             o,
-            "| {} | {s} x {e} | {}{} ({}) | {base}{} ({}) | {ratio} | {flush} | {fratio} |",
+            "| {} | {s} x {e} | {} ({}tracker {}) | {base} ({}{} lines) | {ratio} | {flush} | {fratio} |",
             r.backend,
             secs(k),
             spread(r.kproxy_spread),
