@@ -12,6 +12,7 @@ mod mode;
 pub mod model;
 pub mod names;
 pub mod nftables;
+pub mod quarantine;
 pub mod registry;
 pub mod testing;
 pub mod view;

@@ -109,6 +109,14 @@ impl Iptables {
         }
     }
 
+    /// Parses and builds `input` as [`Iptables::restore`] would, without committing anything
+    /// (`--test`): what the tool itself refuses, it refuses here.
+    pub fn test(&self, input: &RestoreInput) -> Result<(), IptablesError> {
+        let args = ["-w", LOCK_WAIT_SECONDS, "--noflush", "--test"];
+        self.run(&self.program("restore"), &args, Some(input.to_string()))
+            .map(drop)
+    }
+
     /// Applies `input` with `--noflush` (only what the input names changes), waiting at most
     /// [`LOCK_WAIT_SECONDS`] for the xtables lock.
     pub fn restore(&self, input: &RestoreInput) -> Result<(), IptablesError> {

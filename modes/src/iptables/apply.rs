@@ -1,7 +1,7 @@
 //! Talking to the kernel: which backend, writing a family's rules, removing ours, sysctls.
 
 use kproxy_dataplane::{
-    iptables::{Backend, Family, Iptables, RestoreInput, SavedTable, Table},
+    iptables::{Backend, Family, Iptables, IptablesError, RestoreInput, Table},
     netns::Netns,
     sysctl::Sysctl,
 };
@@ -10,7 +10,11 @@ use super::{
     MODE,
     existing::Existing,
     names::CANARY,
-    render::{FamilyWrite, Options, ctx::FamilyCtx, input::restore_input},
+    render::{
+        FamilyWrite, Options,
+        ctx::FamilyCtx,
+        input::{flush_then_delete, restore_input},
+    },
 };
 use crate::{ModeError, iptables::names::is_ours, model::DesiredState};
 
@@ -86,69 +90,85 @@ pub fn write(
         let text = input.to_string();
         tracing::debug!(program = %ipt.program("restore"), lines = text.lines().count(), "iptables-restore --noflush");
         ipt.restore(&input).map_err(|e| {
-            let line = failing_line(&e.to_string(), &text).unwrap_or("(not named)");
-            tracing::warn!(error = %e, line, "iptables-restore failed; nothing of its table changed; the next sync is full");
+            let e = RestoreFailed::new(e, &text);
+            tracing::warn!(error = %e, "iptables-restore failed; nothing of its table changed; the next sync is full");
             ModeError::kernel(MODE, "applying the rules", e)
         })?;
     }
     Ok(())
 }
 
-/// The input line the tool names in `error` ("Error occurred at line: N", counted from 1; the
-/// nft backend may name the table's COMMIT, where the commit failed).
+/// A failed restore as logged (by the agent too): the tool's message on one line
+/// (iptables-nft-restore puts its version banner and the message on two; a log line must stay
+/// one), then the input line the tool names, if any.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}{}", line.as_ref().map(|l| format!(" (refused input line: {l})")).unwrap_or_default())]
+pub struct RestoreFailed {
+    message: String,
+    line: Option<String>,
+    #[source]
+    source: IptablesError,
+}
+
+impl RestoreFailed {
+    pub fn new(source: IptablesError, input: &str) -> Self {
+        let message = source.to_string();
+        Self {
+            line: failing_line(&message, input).map(str::to_owned),
+            message: message.split_whitespace().collect::<Vec<_>>().join(" "),
+            source,
+        }
+    }
+}
+
+/// The input line the tool names in `error`, counted from 1: "Error occurred at line: N" (a
+/// line it could not parse), else "line N failed" (legacy: the kernel refused the commit, or a
+/// rule) or "line N: ..." (nft: the same). The nft backend may name the table's COMMIT, where
+/// the commit failed.
 pub fn failing_line<'a>(error: &str, input: &'a str) -> Option<&'a str> {
-    let (_, after) = error.split_once("Error occurred at line: ")?;
+    let after = match error.split_once("Error occurred at line: ") {
+        Some((_, after)) => after,
+        None => {
+            (error.split("line ").skip(1)).find(|a| a.starts_with(|c: char| c.is_ascii_digit()))?
+        }
+    };
     let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
     let n: usize = digits.parse().ok()?;
     input.lines().nth(n.checked_sub(1)?)
 }
 
 /// Removes every chain of ours from one backend's family, and the jumps to them; says what.
-pub fn clean(ipt: &Iptables) -> Result<Vec<String>, ModeError> {
-    let tables = ipt
-        .save_all()
-        .map_err(|e| ModeError::kernel(MODE, "reading the tables to clean them", e))?;
-    let (input, removed) = cleanup_input(&tables, &ipt.program("save").replace("-save", ""));
-    if !input.is_empty() {
+pub fn clean(ipt: &Iptables, netns: Option<&str>) -> Result<Vec<String>, ModeError> {
+    let existing = Existing::read(ipt, netns)?;
+    let (inputs, removed) = cleanup_input(&existing, &ipt.program("save").replace("-save", ""));
+    for input in inputs {
         ipt.restore(&input)
             .map_err(|e| ModeError::kernel(MODE, "removing our chains", e))?;
     }
     Ok(removed)
 }
 
-/// Pure: the input that removes our chains from `tables` (jumps into them first), and what.
-pub fn cleanup_input(tables: &[SavedTable], tool: &str) -> (RestoreInput, Vec<String>) {
-    let mut input = RestoreInput::new();
+/// Pure: the inputs that remove our chains (the jumps into them first), and what they remove.
+pub fn cleanup_input(existing: &Existing, tool: &str) -> (Vec<RestoreInput>, Vec<String>) {
+    let (mut flush, mut delete) = (RestoreInput::new(), RestoreInput::new());
     let mut removed = Vec::new();
     for table in [Table::Nat, Table::Filter] {
-        let Some(saved) = tables.iter().find(|t| t.table() == Some(table)) else {
-            continue;
-        };
-        for rule in &saved.rules {
-            if !is_ours(&rule.chain) && rule.target().is_some_and(|t| is_ours(&t)) {
-                input.delete(table, &rule.chain, &rule.spec);
+        let state = existing.table(table);
+        for rule in &state.builtin_rules {
+            if rule.target().is_some_and(|t| is_ours(&t)) {
+                flush.delete(table, &rule.chain, &rule.spec);
                 removed.push(format!(
                     "{tool} {table} rule -A {} {}",
                     rule.chain, rule.spec
                 ));
             }
         }
-        // All emptied before any is deleted: ours refer to each other.
-        let ours: Vec<&str> = saved
-            .chains
-            .iter()
-            .map(|c| c.name.as_str())
-            .filter(|c| is_ours(c))
-            .collect();
-        for chain in &ours {
-            input.declare_chain(table, chain);
-        }
-        for chain in ours {
-            input.delete_chain(table, chain);
-            removed.push(format!("{tool} {table} chain {chain}"));
-        }
+        flush_then_delete(table, &state.ours, &mut flush, &mut delete);
+        let chains = state.ours.iter();
+        removed.extend(chains.map(|chain| format!("{tool} {table} chain {chain}")));
     }
-    (input, removed)
+    let inputs = [flush, delete].into_iter().filter(|i| !i.is_empty());
+    (inputs.collect(), removed)
 }
 
 /// `route_localnet` lets packets to 127.0.0.1 be DNATed to a pod: needed (IPv4 only) when
@@ -190,7 +210,7 @@ pub fn tcp_be_liberal(netns: Option<&str>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::failing_line;
+    use super::*;
 
     #[test]
     fn the_failing_line_is_found_by_its_number() {
@@ -200,5 +220,39 @@ mod tests {
         assert_eq!(failing_line(legacy, input), Some("-A KPROXY-X -j NOPE"));
         assert_eq!(failing_line("exit status 1", input), None);
         assert_eq!(failing_line("Error occurred at line: 9", input), None);
+    }
+
+    fn failed(stderr: &str) -> IptablesError {
+        IptablesError::Failed {
+            program: "iptables-restore".into(),
+            status: "exit status: 1".into(),
+            stderr: stderr.into(),
+        }
+    }
+
+    /// Commit-time failures: the kernel refused a line the tool had parsed.
+    #[test]
+    fn a_failed_restore_is_one_line_naming_the_refused_input_line() {
+        let input = "*nat\n:KPROXY-A - [0:0]\nCOMMIT\n*nat\n-X KPROXY-B\nCOMMIT\n";
+        let legacy = RestoreFailed::new(failed("iptables-restore: line 5 failed"), input);
+        assert_eq!(
+            legacy.to_string(),
+            "iptables-restore failed (exit status: 1): iptables-restore: line 5 failed \
+             (refused input line: -X KPROXY-B)"
+        );
+        let nft = "iptables-nft-restore v1.8.9 (nf_tables): \nline 5: CHAIN_DEL failed \
+                   (Device or resource busy): chain KPROXY-B";
+        let nft = RestoreFailed::new(failed(nft), input).to_string();
+        assert!(!nft.contains('\n'), "{nft}");
+        assert!(
+            nft.ends_with("chain KPROXY-B (refused input line: -X KPROXY-B)"),
+            "{nft}"
+        );
+        // No line named (a held lock), or one beyond the input: the message alone.
+        let lock = "Another app is currently holding the xtables lock.\nStopped waiting after 5s.";
+        let lock = RestoreFailed::new(failed(lock), input).to_string();
+        assert!(lock.ends_with("lock. Stopped waiting after 5s."), "{lock}");
+        let beyond = RestoreFailed::new(failed("line 99 failed"), input).to_string();
+        assert!(beyond.ends_with("line 99 failed"), "{beyond}");
     }
 }

@@ -56,6 +56,7 @@ pub struct IptablesMode {
     conntrack: Option<ConntrackHygiene>,
     restore_failures: u64,
     rule_counts: rule_counts::RuleCounts,
+    quarantine: crate::quarantine::Quarantine,
     /// Whether KPROXY-FORWARD drops INVALID packets: read from the node at start.
     drop_invalid: bool,
 }
@@ -72,6 +73,7 @@ impl IptablesMode {
             conntrack: Some(ConntrackHygiene::new(conntrack)),
             restore_failures: 0,
             rule_counts: Default::default(),
+            quarantine: Default::default(),
             drop_invalid: true,
         }
     }
@@ -105,31 +107,64 @@ impl IptablesMode {
         {
             self.applied = None;
         }
+        self.quarantine.release_changed(changes);
+        let filtered = self.quarantine.filter(desired);
+        let desired = filtered.as_ref().unwrap_or(desired);
         let options = render::Options {
             localhost_node_ports: self.settings.localhost_node_ports,
             drop_invalid: self.drop_invalid,
         };
-        let rendered = render(desired, changes, self.applied.take(), options);
+        let mut rendered = render(desired, changes, self.applied.take(), options);
         let full = rendered.full;
-        if full {
-            let localhost = options.localhost_node_ports;
-            apply::route_localnet(desired, localhost, self.netns.as_deref());
-        }
-        for w in &rendered.families {
-            let ipt = self.tools(w.family);
-            apply::write(&ipt, w, full, self.netns.as_deref()).map_err(|e| (full, e))?;
-        }
-        if full {
-            // Families no longer served keep none of our chains.
-            for family in [IpFamily::V4, IpFamily::V6] {
-                if desired.family(family).is_none() {
-                    apply::clean(&self.tools(family)).map_err(|e| (full, e))?;
-                }
+        if let Err(error) = self.write(desired, &rendered) {
+            // A refused full sync is retried at once without the ports the tool refuses, if
+            // any (each table's commit is all or nothing: nothing of it was applied).
+            let mut quarantine = std::mem::take(&mut self.quarantine);
+            let check = |subset: &DesiredState| self.accepted(subset, options);
+            let refused = full && !quarantine.isolate(desired, check).is_empty();
+            self.quarantine = quarantine;
+            if !refused {
+                return Err((full, error));
             }
+            let filtered = self.quarantine.filter(desired);
+            let desired = filtered.as_ref().unwrap_or(desired);
+            rendered = render(desired, &ChangeSet::full(), None, options);
+            self.write(desired, &rendered).map_err(|e| (full, e))?;
         }
         self.rule_counts.record(&rendered);
         self.applied = Some(rendered.applied);
         Ok(full)
+    }
+
+    /// Applies a rendered sync, family by family.
+    fn write(&self, desired: &DesiredState, rendered: &Rendered) -> Result<(), ModeError> {
+        let netns = self.netns.as_deref();
+        if rendered.full {
+            apply::route_localnet(desired, self.settings.localhost_node_ports, netns);
+        }
+        for w in &rendered.families {
+            apply::write(&self.tools(w.family), w, rendered.full, netns)?;
+        }
+        if rendered.full {
+            // Families no longer served keep none of our chains.
+            for family in [IpFamily::V4, IpFamily::V6] {
+                if desired.family(family).is_none() {
+                    apply::clean(&self.tools(family), netns)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the tools accept a full sync of `desired` (`iptables-restore --test`: parsed and
+    /// built, never committed).
+    fn accepted(&self, desired: &DesiredState, options: render::Options) -> bool {
+        let rendered = render(desired, &ChangeSet::full(), None, options);
+        rendered.families.iter().all(|w| {
+            let ipt = self.tools(w.family);
+            let inputs = render::input::restore_input(w, Some(&existing::Existing::default()));
+            inputs.iter().all(|i| ipt.test(i).is_ok())
+        })
     }
 }
 
@@ -211,7 +246,7 @@ impl Mode for IptablesMode {
             for family in Family::ALL {
                 let ipt = apply::tools(backend, family, self.netns.as_deref());
                 if ipt.is_installed() {
-                    removed.extend(apply::clean(&ipt)?);
+                    removed.extend(apply::clean(&ipt, self.netns.as_deref())?);
                 }
             }
         }
@@ -240,12 +275,23 @@ impl Mode for IptablesMode {
         self.rule_counts.gauges()
     }
 
+    fn refused(&self) -> Vec<crate::model::ServicePortName> {
+        self.quarantine.ports()
+    }
+
     fn counters(&self) -> Vec<Counter> {
-        let mut out = vec![Counter {
-            name: "iptables_restore_failures",
-            help: "Syncs whose iptables-restore failed (each followed by a full sync).",
-            value: self.restore_failures,
-        }];
+        let mut out = vec![
+            Counter {
+                name: "iptables_restore_failures",
+                help: "Syncs whose iptables-restore failed (each followed by a full sync).",
+                value: self.restore_failures,
+            },
+            Counter {
+                name: "iptables_quarantined_ports",
+                help: "Service ports left out because iptables-restore refused their rules.",
+                value: self.quarantine.total(),
+            },
+        ];
         if let Some(ct) = &self.conntrack {
             out.push(Counter {
                 name: "conntrack_deleted",

@@ -60,10 +60,15 @@ fn is_upstream_chain(table: Table, chain: &str) -> bool {
         || (table == Table::Nat && SERVICE_CHAIN_PREFIXES.iter().any(|p| chain.starts_with(p)))
 }
 
-/// The restore input that removes one table's leftovers, and what it removes.
+/// The restore inputs that remove one table's leftovers, and what they remove: `input` deletes
+/// the jumps into them and empties them, `delete` deletes them. Two inputs, each naming a chain
+/// once, in descending order: iptables-nft-restore keeps the names an input references in a
+/// sorted list that it walks from the smallest, and a second lookup of every name in one input
+/// would make removing a big upstream ruleset quadratic (see the iptables mode's `names.rs`).
 #[derive(Debug, Default)]
 pub(super) struct Plan {
     pub input: RestoreInput,
+    pub delete: RestoreInput,
     pub removed: Vec<Removed>,
 }
 
@@ -99,11 +104,14 @@ pub(super) fn plan(backend: Backend, family: Family, saved: &SavedTable) -> Plan
     }
     // Declaring a chain empties it: every doomed chain is emptied before any is deleted, since
     // they jump to each other.
-    for chain in &doomed {
+    for chain in doomed.iter().rev() {
         plan.input.declare_chain(table, chain);
     }
+    for chain in doomed.iter().rev() {
+        plan.delete.delete_chain(table, chain);
+    }
+    // Reported in name order.
     for chain in &doomed {
-        plan.input.delete_chain(table, chain);
         plan.removed.push(Removed::IptablesChain {
             backend,
             family,
@@ -148,8 +156,11 @@ fn remove_from(ipt: &Iptables, out: &mut Leftovers) {
         if plan.removed.is_empty() {
             continue;
         }
-        tracing::debug!(input = %plan.input, "iptables-restore --noflush");
-        match ipt.restore(&plan.input) {
+        tracing::debug!(input = %plan.input, delete = %plan.delete, "iptables-restore --noflush");
+        match ipt
+            .restore(&plan.input)
+            .and_then(|()| ipt.restore(&plan.delete))
+        {
             Ok(()) => out.removed.extend(plan.removed),
             Err(e) => out.failed.push(failed(e)),
         }

@@ -4,7 +4,6 @@
 
 pub mod drift;
 pub mod names;
-mod quarantine;
 pub mod render;
 pub mod view;
 
@@ -51,7 +50,7 @@ pub struct NftablesMode<C: NftClient = Exec> {
     /// Watches our tables for drift (only with the real `nft`, see [`NftablesMode::with_exec`]).
     watch: Option<drift::Watch>,
     /// Service ports the kernel refused, left out until they change.
-    quarantine: quarantine::Quarantine,
+    quarantine: crate::quarantine::Quarantine,
 }
 
 impl NftablesMode<Exec> {
@@ -209,7 +208,12 @@ impl<C: NftClient + Send> Mode for NftablesMode<C> {
             // exactly (e.g. after a failed partial sync): start over with a full one. A refused
             // full sync is retried at once without the ports the kernel refuses, if any.
             let error = ModeError::kernel(MODE, "applying the transaction", e);
-            if !full || self.quarantine.isolate(&self.client, desired).is_empty() {
+            let client = &self.client;
+            let check = |subset: &DesiredState| {
+                let tx = render::render(subset, &ChangeSet::full(), None).tx;
+                client.check(&tx).is_ok()
+            };
+            if !full || self.quarantine.isolate(desired, check).is_empty() {
                 return Err(SyncError { full, error });
             }
             let filtered = self

@@ -4,9 +4,11 @@
 //!
 //! The order of the lines is chosen for the nft backend's speed (why: `names::ServiceChains`):
 //! the fixed chains first, then port by port in descending key order, each port's chains with
-//! the fixed chains' rules that jump into them. Chains to delete go in a second input, applied
-//! after the first has removed every reference to them: deleting them in the first would put
-//! their names among the live ones, and each would cost a walk past all of those.
+//! the fixed chains' rules that jump into them. Chains to delete go in two more inputs, applied
+//! after the first has removed every reference to them: one empties them, one deletes them, each
+//! in descending order. In the first input their names would sit among the live ones, and in
+//! one input of their own each would be looked up twice, the second time behind all the others:
+//! both quadratic again (see [`flush_then_delete`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,12 +20,13 @@ use crate::iptables::{
     names::{is_ours, port_group},
 };
 
-/// The inputs for `w`, applied in order: the rules, then (when some are due) the deletion of
-/// chains. With `existing` (a full sync), every chain of ours the kernel holds and `w` does not
+/// The inputs for `w`, applied in order: the rules, then (when some are due) the emptying and
+/// the deletion of chains. With `existing` (a full sync), every chain of ours the kernel holds and `w` does not
 /// is deleted, and the jumps are ensured: each present once, at the top of its built-in chain
 /// when it was missing; stale or duplicate jumps deleted.
 pub fn restore_input(w: &FamilyWrite, existing: Option<&Existing>) -> Vec<RestoreInput> {
-    let (mut input, mut deletions) = (RestoreInput::new(), RestoreInput::new());
+    let mut input = RestoreInput::new();
+    let (mut flushes, mut deletions) = (RestoreInput::new(), RestoreInput::new());
     for (table, tw) in [(Table::Nat, &w.nat), (Table::Filter, &w.filter)] {
         let mut delete = tw.delete.clone();
         write_table(table, tw, &mut input);
@@ -33,9 +36,9 @@ pub fn restore_input(w: &FamilyWrite, existing: Option<&Existing>) -> Vec<Restor
             let jumps: Vec<&Jump> = w.jumps.iter().filter(|j| j.table == table).collect();
             ensure_jumps(table, &jumps, &state.builtin_rules, &mut input);
         }
-        delete_chains(table, &delete, &mut deletions);
+        flush_then_delete(table, &delete, &mut flushes, &mut deletions);
     }
-    [input, deletions]
+    [input, flushes, deletions]
         .into_iter()
         .filter(|i| !i.is_empty())
         .collect()
@@ -112,13 +115,20 @@ fn jump_target(rule: &str) -> Option<&str> {
     None
 }
 
-/// Empties, then deletes, `chains`: emptied first, since they may refer to each other.
-fn delete_chains(table: Table, chains: &BTreeSet<String>, input: &mut RestoreInput) {
-    for chain in chains.iter().rev() {
-        input.declare_chain(table, chain);
+/// Empties `chains` in `flush` and deletes them in `delete`: all emptied first, since they may
+/// refer to each other. Two inputs, each naming every chain once and in descending order, so
+/// that the nft backend's sorted name list finds each at its head.
+pub fn flush_then_delete<'a>(
+    table: Table,
+    chains: impl IntoIterator<Item = &'a String, IntoIter: DoubleEndedIterator> + Clone,
+    flush: &mut RestoreInput,
+    delete: &mut RestoreInput,
+) {
+    for chain in chains.clone().into_iter().rev() {
+        flush.declare_chain(table, chain);
     }
-    for chain in chains.iter().rev() {
-        input.delete_chain(table, chain);
+    for chain in chains.into_iter().rev() {
+        delete.delete_chain(table, chain);
     }
 }
 

@@ -41,7 +41,7 @@ fn plans() -> Vec<Plan> {
 }
 
 #[test]
-fn upstream_chains_and_the_jumps_into_them_go_in_one_restore() {
+fn upstream_chains_are_emptied_with_the_jumps_into_them_then_deleted() {
     let plans = plans();
     assert_eq!(
         plans[0].input.to_string(),
@@ -49,14 +49,20 @@ fn upstream_chains_and_the_jumps_into_them_go_in_one_restore() {
 -D PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES
 -D OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES
 -D POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING
-:KUBE-POSTROUTING - [0:0]
-:KUBE-SEP-ABCDEFGHIJKLMNOP - [0:0]
-:KUBE-SERVICES - [0:0]
 :KUBE-SVC-NPX46M4PTMTKRN6Y - [0:0]
--X KUBE-POSTROUTING
--X KUBE-SEP-ABCDEFGHIJKLMNOP
--X KUBE-SERVICES
+:KUBE-SERVICES - [0:0]
+:KUBE-SEP-ABCDEFGHIJKLMNOP - [0:0]
+:KUBE-POSTROUTING - [0:0]
+COMMIT
+"
+    );
+    assert_eq!(
+        plans[0].delete.to_string(),
+        "*nat
 -X KUBE-SVC-NPX46M4PTMTKRN6Y
+-X KUBE-SERVICES
+-X KUBE-SEP-ABCDEFGHIJKLMNOP
+-X KUBE-POSTROUTING
 COMMIT
 "
     );
@@ -88,6 +94,6 @@ fn the_kubelets_kproxys_and_others_chains_stay() {
     }
     // The filter table: the kubelet's KUBE-FIREWALL stays, and service-chain prefixes are
     // upstream's only in nat.
-    assert!(plans[1].input.is_empty());
+    assert!(plans[1].input.is_empty() && plans[1].delete.is_empty());
     assert!(plans[1].removed.is_empty());
 }

@@ -51,7 +51,8 @@ fn a_full_sync_ensures_each_jump_once_and_deletes_stale_chains() {
              -D PREROUTING -m comment --comment \"kproxy x\" -j KPROXY-SERVICES\n\
              -D PREROUTING -j KPROXY-SVC-OLD\n\
              -I OUTPUT 1 -m comment --comment \"kproxy x\" -j KPROXY-SERVICES\nCOMMIT\n",
-            "*nat\n:KPROXY-SVC-OLD - [0:0]\n-X KPROXY-SVC-OLD\nCOMMIT\n"
+            "*nat\n:KPROXY-SVC-OLD - [0:0]\nCOMMIT\n",
+            "*nat\n-X KPROXY-SVC-OLD\nCOMMIT\n",
         ]
     );
 }

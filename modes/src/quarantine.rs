@@ -1,17 +1,15 @@
-//! Service ports the kernel refused. Validation at the door should leave nothing nft can reject,
-//! but if it still rejects a full transaction, one bad port must not keep every other Service
-//! from being programmed: the ports whose rules make `nft -c` fail are found by bisection, left
-//! out of every render (logged and counted), and tried again when they next change.
+//! Service ports the kernel (or its tool) refused. Validation at the door should leave nothing a
+//! mode's kernel can reject, but if a full sync is still refused, one bad port must not keep
+//! every other Service from being programmed: the ports whose rules fail the mode's check (`nft
+//! -c`, `iptables-restore --test`) are found by bisection, left out of every render (logged and
+//! counted), and tried again when they next change. Any mode that applies whole syncs can keep one.
 
 use std::collections::BTreeSet;
 
-use kproxy_dataplane::nft::NftClient;
-
-use super::render;
 use crate::model::{ChangeSet, DesiredState, IpFamily, ServicePortName};
 
 /// One Service port of one family.
-type PortKey = (IpFamily, ServicePortName);
+pub type PortKey = (IpFamily, ServicePortName);
 
 #[derive(Debug, Default)]
 pub struct Quarantine {
@@ -41,10 +39,14 @@ impl Quarantine {
         (!self.ports.is_empty()).then(|| without(desired, &self.ports))
     }
 
-    /// Finds the ports of `desired` whose rules the kernel refuses (each checked with `nft -c`
-    /// beside the table's fixed part) and quarantines them; returns them. Empty when even the
-    /// fixed part alone is refused: then no port is to blame.
-    pub fn isolate(&mut self, client: &impl NftClient, desired: &DesiredState) -> Vec<PortKey> {
+    /// Finds the ports of `desired` whose rules the mode's check refuses (`accepted` says
+    /// whether a full sync of a subset of `desired` would apply) and quarantines them; returns
+    /// them. Empty when even no port at all is refused: then no port is to blame.
+    pub fn isolate(
+        &mut self,
+        desired: &DesiredState,
+        check: impl Fn(&DesiredState) -> bool,
+    ) -> Vec<PortKey> {
         let all: Vec<PortKey> = desired
             .families
             .iter()
@@ -53,9 +55,7 @@ impl Quarantine {
         let accepted = |keep: &[PortKey]| {
             let dropped: BTreeSet<PortKey> =
                 all.iter().filter(|k| !keep.contains(k)).cloned().collect();
-            let subset = without(desired, &dropped);
-            let tx = render::render(&subset, &ChangeSet::full(), None).tx;
-            client.check(&tx).is_ok()
+            check(&without(desired, &dropped))
         };
         if !accepted(&[]) {
             return Vec::new();
