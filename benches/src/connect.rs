@@ -1,6 +1,6 @@
 //! Benchmark (c): first-packet TCP connect latency through a ClusterIP, against a direct connect to
 //! the same endpoint in the same run. Topology (kproxy-testbed): client pod netns -> node netns
-//! (kproxy's table, loaded by the nftables mode from the tracker's state) -> endpoint pod netns.
+//! (kproxy's rules, loaded by the mode under test from the tracker's state) -> endpoint pod netns.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
@@ -12,7 +12,7 @@ use kproxy::{
     desired::{DetectLocal, ProxyOptions},
     tracker::Tracker,
 };
-use kproxy_modes::registry::{self, ModeSettings};
+use kproxy_modes::Mode;
 use kproxy_testbed::{Proto, TestBed, Where};
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,9 @@ pub struct ConnectRow {
     pub cluster_p99_us: f64,
     pub direct_p50_us: f64,
     pub direct_p99_us: f64,
+    /// Where the probed Service's dispatch rule sits, when the mode can say (iptables).
+    #[serde(default)]
+    pub probed: Option<String>,
 }
 
 /// One blocking connect, timed to its completion (the SYN-ACK), then closed.
@@ -63,7 +66,28 @@ fn rounds(vip: SocketAddr, direct: SocketAddr, n: u32) -> Result<(Vec<Duration>,
     Ok((c, d))
 }
 
-pub async fn run(sizes: &[u32], connections: u32, mode: &str) -> Result<Vec<ConnectRow>> {
+/// How a connect run makes, inspects and removes the mode under test; each gets the node
+/// namespace's name.
+pub struct Under<B, W, C> {
+    /// Builds the mode for the node namespace.
+    pub build: B,
+    /// Where the probed Service's rule sits (cluster IP given), for modes whose dispatch is a list.
+    pub where_probed: W,
+    /// Removes what the mode programmed, before the namespaces go.
+    pub cleanup: C,
+}
+
+/// Connects through the mode `under` makes, at each size.
+pub async fn run<B, W, C>(
+    sizes: &[u32],
+    connections: u32,
+    under: Under<B, W, C>,
+) -> Result<Vec<ConnectRow>>
+where
+    B: FnOnce(&str) -> Result<Box<dyn Mode>>,
+    W: Fn(&str, Ipv4Addr) -> Option<String>,
+    C: FnOnce(Box<dyn Mode>, &str) -> Result<()>,
+{
     let node_ip: IpAddr = objects::NODE_IP.parse()?;
     let mut bed = TestBed::new(&[node_ip]).await?;
     bed.add_pod(CLIENT.into()).await?;
@@ -71,16 +95,7 @@ pub async fn run(sizes: &[u32], connections: u32, mode: &str) -> Result<Vec<Conn
     let server = SocketAddr::new(SERVER.into(), 8080);
     bed.serve(Where::Pod(SERVER.into()), Proto::Tcp, server, None)
         .await?;
-    let settings = ModeSettings {
-        netns: Some(bed.node.name().to_owned()),
-        ..ModeSettings::default()
-    };
-    let mut mode = registry::build(mode, &settings)?;
-    let ctx = kproxy_modes::ModeContext {
-        runtime: tokio::runtime::Handle::current(),
-        drift: Default::default(),
-    };
-    mode.start(&ctx)?;
+    let mut mode = (under.build)(bed.node.name())?;
     let mut out = Vec::new();
     for &n in sizes {
         // The probed Service is the last one; its only endpoint is the server. Every other
@@ -116,10 +131,11 @@ pub async fn run(sizes: &[u32], connections: u32, mode: &str) -> Result<Vec<Conn
             cluster_p99_us: us(percentile(&mut c, 99)),
             direct_p50_us: us(percentile(&mut d, 50)),
             direct_p99_us: us(percentile(&mut d, 99)),
+            probed: (under.where_probed)(bed.node.name(), objects::cluster_ip(probed)),
         };
         eprintln!("connect: {row:?}");
         out.push(row);
     }
-    mode.cleanup()?;
+    (under.cleanup)(mode, bed.node.name())?;
     Ok(out)
 }

@@ -1,10 +1,12 @@
 //! kproxy-bench: kproxy's nftables mode against same-run baselines. `kproxy-bench all` runs every
 //! benchmark and prints Markdown tables (scripts/bench-nftables, docs/benchmarks.md); the other
 //! subcommands are the pieces it runs, each sync size in a child process of its own so that the
-//! child's peak RSS belongs to that size alone. Runs as root (network namespaces).
+//! child's peak RSS belongs to that size alone. `kproxy-bench iptables ...` is the same for the
+//! iptables mode (scripts/bench-iptables). Runs as root (network namespaces).
 
 use kproxy_test_apiserver as apiserver;
 mod connect;
+mod iptables;
 mod ipvs;
 mod latency;
 mod measure;
@@ -19,6 +21,7 @@ use std::{process::Command, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use kproxy_modes::registry::{self, ModeSettings};
 use serde::de::DeserializeOwned;
 
 #[derive(Parser)]
@@ -85,6 +88,9 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         seconds: u32,
     },
+    /// The iptables mode's benchmarks (`iptables all` runs them all).
+    #[command(subcommand)]
+    Iptables(iptables::Cmd),
     /// Connect latency through a ClusterIP vs direct; JSON on stdout.
     Connect {
         #[arg(long, value_delimiter = ',', default_value = "10,10000,30000")]
@@ -161,10 +167,19 @@ impl Plan {
 }
 
 /// Runs this binary with `args` as a child and parses the JSON it prints.
-fn child<T: DeserializeOwned>(args: &[String]) -> Result<T> {
+pub(crate) fn child<T: DeserializeOwned>(args: &[String]) -> Result<T> {
+    child_env(args, &[])
+}
+
+/// [`child`] with these environment variables set.
+pub(crate) fn child_env<T: DeserializeOwned>(
+    args: &[String],
+    env: &[(&str, std::ffi::OsString)],
+) -> Result<T> {
     let exe = std::env::current_exe()?;
     let out = Command::new(exe)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("running kproxy-bench {}", args.join(" ")))?;
@@ -199,7 +214,7 @@ fn all(plan: &Plan, only: &str) -> Result<()> {
         let k: sync::KproxyRun = child(&args("kproxy"))?;
         eprintln!("    {k:?}\n(a) {s} x {e}: upstream-shaped nft -f");
         let u: sync::UpstreamRun = child(&args("upstream"))?;
-        eprintln!("    {:?} ms, nft RSS {} KiB", u.load_ms, u.nft_rss_kib);
+        eprintln!("    {:?} ms, nft RSS {} KiB", u.load_ms, u.tool_rss_kib);
         rows.push(((s, e), k, u));
     }
     let conn: Vec<connect::ConnectRow> = if only.contains('c') {
@@ -303,12 +318,34 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
+        Cmd::Iptables(cmd) => iptables::run(cmd),
         Cmd::Connect {
             sizes,
             connections,
             mode,
         } => {
-            let rows = runtime()?.block_on(connect::run(&sizes, connections, &mode))?;
+            let build = |netns: &str| -> Result<Box<dyn kproxy_modes::Mode>> {
+                let settings = ModeSettings {
+                    netns: Some(netns.to_owned()),
+                    ..ModeSettings::default()
+                };
+                let mut built = registry::build(&mode, &settings)?;
+                let ctx = kproxy_modes::ModeContext {
+                    runtime: tokio::runtime::Handle::current(),
+                    drift: Default::default(),
+                };
+                built.start(&ctx)?;
+                Ok(built)
+            };
+            let under = connect::Under {
+                build,
+                where_probed: |_: &str, _| None,
+                cleanup: |mut mode: Box<dyn kproxy_modes::Mode>, _: &str| {
+                    mode.cleanup()?;
+                    Ok(())
+                },
+            };
+            let rows = runtime()?.block_on(connect::run(&sizes, connections, under))?;
             println!("{}", serde_json::to_string(&rows)?);
             Ok(())
         }
@@ -336,7 +373,7 @@ fn main() -> Result<()> {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)

@@ -12,20 +12,20 @@ use crate::{
 
 type Row = ((u32, u32), KproxyRun, UpstreamRun);
 
-fn mib(kib: u64) -> String {
+pub(crate) fn mib(kib: u64) -> String {
     format!("{:.0} MiB", kib as f64 / 1024.0)
 }
 
-fn secs(ms: f64) -> String {
+pub(crate) fn secs(ms: f64) -> String {
     format!("{:.2} s", ms / 1e3)
 }
 
-fn verdict(ok: bool) -> &'static str {
+pub(crate) fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "**missed**" }
 }
 
 /// (median, p90) of millisecond figures.
-fn med_p90(v: &[f64]) -> Option<(f64, f64)> {
+pub(crate) fn med_p90(v: &[f64]) -> Option<(f64, f64)> {
     if v.is_empty() {
         return None;
     }
@@ -54,9 +54,9 @@ pub fn markdown(plan: &Plan, rows: &[Row], conn: &[ConnectRow]) -> String {
             secs(k.total_ms),
             secs(k.tracker_ms),
             mib(k.self_rss_kib),
-            mib(k.nft_rss_kib),
+            mib(k.tool_rss_kib),
             u.statements,
-            mib(u.nft_rss_kib),
+            mib(u.tool_rss_kib),
         )
         .unwrap();
     }
@@ -141,23 +141,7 @@ pub fn markdown(plan: &Plan, rows: &[Row], conn: &[ConnectRow]) -> String {
         plan.connections
     )
     .unwrap();
-    o.push_str("| Services | kproxy sync | ClusterIP p50 | ClusterIP p99 | direct p50 | direct p99 | ClusterIP/direct p50 | p99 |\n");
-    o.push_str("|---|---|---|---|---|---|---|---|\n");
-    for r in conn {
-        writeln!(
-            o,
-            "| {} | {} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.2} | {:.2} |",
-            r.services,
-            secs(r.sync_ms),
-            r.cluster_p50_us,
-            r.cluster_p99_us,
-            r.direct_p50_us,
-            r.direct_p99_us,
-            r.cluster_p50_us / r.direct_p50_us,
-            r.cluster_p99_us / r.direct_p99_us,
-        )
-        .unwrap();
-    }
+    connect_table(&mut o, conn);
     if let (Some(first), Some(last)) = (conn.first(), conn.last()) {
         let r50 = last.cluster_p50_us / first.cluster_p50_us;
         let r99 = last.cluster_p99_us / first.cluster_p99_us;
@@ -178,4 +162,25 @@ pub fn markdown(plan: &Plan, rows: &[Row], conn: &[ConnectRow]) -> String {
         .unwrap();
     }
     o
+}
+
+/// The rows of (c), one per size: kproxy's sync, ClusterIP and direct percentiles, their ratios.
+pub(crate) fn connect_table(o: &mut String, conn: &[ConnectRow]) {
+    o.push_str("| Services | kproxy sync | ClusterIP p50 | ClusterIP p99 | direct p50 | direct p99 | ClusterIP/direct p50 | p99 |\n");
+    o.push_str("|---|---|---|---|---|---|---|---|\n");
+    for r in conn {
+        writeln!(
+            o,
+            "| {} | {} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.2} | {:.2} |",
+            r.services,
+            secs(r.sync_ms),
+            r.cluster_p50_us,
+            r.cluster_p99_us,
+            r.direct_p50_us,
+            r.direct_p99_us,
+            r.cluster_p50_us / r.direct_p50_us,
+            r.cluster_p99_us / r.direct_p99_us,
+        )
+        .unwrap();
+    }
 }
