@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use kproxy_dataplane::nft::{Family, NftTransaction};
 
-mod base;
+pub(crate) mod base;
 
 pub use base::Stmt;
 

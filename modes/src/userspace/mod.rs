@@ -5,6 +5,7 @@
 //! docs/modes/userspace.md.
 
 pub mod capture;
+mod drift;
 pub mod routes;
 mod stats;
 pub mod tcp;
@@ -205,6 +206,17 @@ impl<C: NftClient + Send> Mode for UserspaceMode<C> {
         }
         self.applied = Some(next);
         Ok(SyncStats::of(desired, full))
+    }
+
+    fn check_drift(&mut self) -> Result<Vec<crate::Drift>, ModeError> {
+        let Some(applied) = &self.applied else {
+            return Ok(Vec::new());
+        };
+        let found = drift::check(&self.relay.netns, applied)?;
+        if !found.is_empty() {
+            self.applied = None;
+        }
+        Ok(found)
     }
 
     fn shutdown(&mut self) {
