@@ -5,7 +5,7 @@
 use std::{process::Command, sync::Arc};
 
 use kproxy_modes::{
-    Mode, ModeContext,
+    ModeContext,
     model::ChangeSet,
     registry::{self, ModeSettings},
     testing::fixtures,
