@@ -6,7 +6,7 @@ use super::judge::{Verdict, judge};
 use crate::bed::{TestBed, Where};
 use crate::netns::unique_tag;
 use crate::process::run_in;
-use crate::server::Server;
+use crate::server::{Proto, Server};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -272,7 +272,7 @@ async fn start_bystanders(bed: &TestBed, flows: &[Flow]) -> Result<Vec<Server>> 
         if f.expected()? == Expected::Accept {
             accept.insert((proto, f.port));
         } else if proto.available() {
-            want.insert((proto, wildcard(f.dest, f.port)));
+            want.insert((proto, SocketAddr::new(f.dest, f.port)));
         }
     }
     let mut servers = Vec::new();
@@ -280,13 +280,33 @@ async fn start_bystanders(bed: &TestBed, flows: &[Flow]) -> Result<Vec<Server>> 
         if accept.contains(&(proto, addr.port())) {
             continue;
         }
-        match Server::start(&bed.node, proto, addr, Some("node")).await {
+        match start_bystander(bed, proto, addr).await {
             Ok(s) => servers.push(s),
             Err(e) if in_use(&e) => eprintln!("no bystander on {proto:?} {addr}: port in use"),
             Err(e) => return Err(e),
         }
     }
     Ok(servers)
+}
+
+/// A bystander on the flow's own address when it is the node's (so it never competes with a
+/// listener of kproxy's on another address of the node, such as a health-check server bound to
+/// 127.0.0.1 only), else on the wildcard address.
+async fn start_bystander(bed: &TestBed, proto: Proto, dest: SocketAddr) -> Result<Server> {
+    match Server::start(&bed.node, proto, dest, Some("node")).await {
+        Err(e) if not_local(&e) => {
+            let any = wildcard(dest.ip(), dest.port());
+            Server::start(&bed.node, proto, any, Some("node")).await
+        }
+        other => other,
+    }
+}
+
+fn not_local(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrNotAvailable)
+    })
 }
 
 fn in_use(e: &anyhow::Error) -> bool {
